@@ -1,0 +1,1 @@
+"""Bundled model specs, installed as the package data `xlformer.templates`."""

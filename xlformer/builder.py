@@ -1,0 +1,334 @@
+"""The compiler: lays out every intermediate of the model and fills it with formulas.
+
+`build` walks the model in the same order as `reference.forward` and gives each block
+the same name, so block `h.0.attn.head1.weights` on sheet Layer0 is what
+`reference.attention` computes as `out["h.0.attn.head1.weights"]`. The only numbers
+it writes are weights and spec constants; everything else is a formula from
+`formulas.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from . import formulas as f
+from .book import FORMULA, LABEL, NUMBER, TEXT, Book, Cell
+from .layout import Area, Flow, Slot
+from .spec import Spec
+from .weights import Params
+
+INPUT, OUTPUT, WEIGHTS, SPEC = "Input", "Output", "Weights", "Spec"
+
+
+def layer_sheet(i: int) -> str:
+    return f"Layer{i}"
+
+
+def build(spec: Spec, params: Params, text: str) -> Book:
+    """The whole workbook for `spec` with `params`, showing `text` in the input cell."""
+    return _Builder(spec, params).build(text)
+
+
+class _Builder:
+    def __init__(self, spec: Spec, params: Params):
+        self.spec, self.m, self.params = spec, spec.model, params
+        self.book = Book()
+        self.T = spec.model.max_seq
+        self.w: dict[str, Area] = {}  # weight blocks by parameter name
+        self.const: dict[str, Area] = {}  # spec constants and derived scalars
+        self.chars: Area | None = None
+
+    def build(self, text: str) -> Book:
+        sheets = [INPUT, *map(layer_sheet, range(self.m.n_layer)), OUTPUT, WEIGHTS, SPEC]
+        for name in sheets:  # fixes the sheet order
+            self.book.sheet(name)
+        self.spec_sheet()
+        self.weights_sheet()
+        x = self.input_sheet(text)
+        for i in range(self.m.n_layer):
+            x = self.layer(i, x)
+        self.output_sheet(x)
+        return self.book
+
+    # --- helpers -----------------------------------------------------------------
+
+    def band(self, flow: Flow, slots: list[Slot], nrows: int, positions: bool = True,
+             title: str = "") -> list[Area]:
+        """Place a band of blocks with their titles, column labels and row labels."""
+        title_row, areas = flow.band(slots, nrows)
+        sheet = self.book.sheet(flow.sheet)
+        for slot, area in zip(slots, areas, strict=True):
+            sheet.put(title_row, area.col, Cell(LABEL, title or slot.name, "title"))
+            for j, label in enumerate(slot.labels):
+                sheet.put(title_row + 1, area.col + j, Cell(LABEL, label, "header"))
+        if positions:
+            for i in range(nrows):
+                sheet.put(areas[0].row + i, 1, Cell(LABEL, f"pos {i}", "header"))
+                if self.chars is not None and self.chars.sheet != flow.sheet:
+                    body = f.copy(self.chars.ref(i, 0, flow.sheet))
+                    sheet.put(areas[0].row + i, 2, Cell(FORMULA, f.prepare(body), "label"))
+        return areas
+
+    def fill(self, name: str, area: Area, body: Callable[[int, int], str],
+             trace: bool = True) -> Area:
+        """Write a formula into every cell of a block and name the block."""
+        for i in range(area.nrows):
+            for j in range(area.ncols):
+                self.book.put(area, i, j, Cell(FORMULA, f.prepare(body(i, j))))
+        if trace:
+            self.book.block(name, area)
+        else:
+            self.book.name(name, area)
+        return area
+
+    def label(self, sheet: str, row: int, col: int, text: str, style: str = "") -> None:
+        self.book.sheet(sheet).put(row, col, Cell(LABEL, text, style))
+
+    def scalar(self, name: str, sheet: str, row: int, cell: Cell, caption: str) -> Area:
+        """A named single cell with its caption to the left."""
+        self.label(sheet, row, 2, caption)
+        area = Area(sheet, row, 3, 1, 1)
+        self.book.put(area, 0, 0, cell)
+        self.book.name(name, area)
+        return area
+
+    # --- sheets ---------------------------------------------------------------------
+
+    def spec_sheet(self) -> None:
+        """The spec's TOML, line by line, so `xlformer verify` can rebuild the reference."""
+        self.label(SPEC, 1, 1, "The model spec this workbook was built from", "title")
+        for r, line in enumerate(self.spec.source.splitlines(), start=2):
+            if line:
+                self.book.sheet(SPEC).put(r, 1, Cell(TEXT, line))
+
+    def weights_sheet(self) -> None:
+        m = self.m
+        self.label(WEIGHTS, 1, 1, "Weights and constants (the only typed-in numbers)", "title")
+        self.const["head_size"] = self.scalar(
+            "head_size", WEIGHTS, 2, Cell(NUMBER, m.head_size, "weight"), "head size")
+        scale = f.inv_sqrt(self.const["head_size"].ref(0, 0, WEIGHTS, absolute=True))
+        self.const["attn_scale"] = self.scalar(
+            "attn_scale", WEIGHTS, 3, Cell(FORMULA, f.prepare(scale)), "1/sqrt(head size)")
+        self.const["ln_eps"] = self.scalar(
+            "ln_eps", WEIGHTS, 4, Cell(NUMBER, m.ln_eps, "weight"), "LayerNorm eps")
+        flow = Flow(WEIGHTS, top=6)
+        for name, value in self.params.items():
+            rows, cols = (1, value.shape[0]) if value.ndim == 1 else value.shape
+            [area] = self.band(flow, [Slot(name, cols, tuple(map(str, range(cols))))],
+                               rows, positions=False)
+            grid = value.reshape(rows, cols)
+            for i in range(rows):
+                row_label = self.spec.vocab.tokens[i] if name == "wte" else str(i)
+                self.book.sheet(WEIGHTS).put(area.row + i, 1, Cell(LABEL, row_label, "header"))
+                for j in range(cols):
+                    self.book.put(area, i, j, Cell(NUMBER, float(grid[i, j]), "weight"))
+            self.book.name(name, area)
+            self.w[name] = area
+
+    def input_sheet(self, text: str) -> Area:
+        """Input text -> characters -> one-hot -> token ids -> embeddings."""
+        spec, T, S = self.spec, self.T, INPUT
+        self.label(S, 1, 1, f"xlformer: {spec.name}", "title")
+        text_cell = self.scalar("input_text", S, 2, Cell(TEXT, text, "input"), "input text")
+        self.input_text = text_cell.ref(0, 0, S, absolute=True)
+        self.output_echo_row = 3
+        self.label(S, 3, 2, "output text")
+        note = f.too_long_note(self.input_text, T)
+        self.scalar("input.length_note", S, 4, Cell(FORMULA, f.prepare(note)), "note")
+        pad = self.scalar("pad", S, 5, Cell(TEXT, spec.vocab.pad), "padding token")
+        pad_id = self.scalar("pad_id", S, 6, Cell(NUMBER, spec.vocab.pad_id), "padding id")
+        flow = Flow(S, top=8)
+        V = len(spec.vocab)
+        chars, ids, notes, onehot = self.band(
+            flow, [Slot("input.chars", 1, ("char",)), Slot("input.ids", 1, ("id",)),
+                   Slot("input.note", 1, ("note",)), Slot("input.onehot", V, spec.vocab.tokens)],
+            T)
+        vocab = Area(S, onehot.row - 1, onehot.col, 1, V)  # the one-hot block's header row
+        self.book.name("vocab", vocab)
+        self.vocab = vocab
+        pad_ref, pad_id_ref = pad.ref(0, 0, S, True), pad_id.ref(0, 0, S, True)
+        self.fill("input.chars", chars, lambda i, _: f.char_at(self.input_text, i, pad_ref),
+                  trace=False)
+        self.chars = chars
+        self.fill("input.onehot", onehot, lambda i, j: f.one_hot(
+            chars.ref(i, 0, S), vocab.ref(0, j, S, absolute=True)))
+        self.fill("input.ids", ids, lambda i, _: f.token_id(onehot.rows_ref(i, S), pad_id_ref))
+        self.fill("input.note", notes,
+                  lambda i, _: f.input_note(self.input_text, i, onehot.rows_ref(i, S)), trace=False)
+        return self.embeddings(flow, ids)
+
+    def embeddings(self, flow: Flow, ids: Area) -> Area:
+        m, S = self.m, flow.sheet
+        dims = tuple(map(str, range(m.d_model)))
+        names = ["tok_emb"] + (["pos_emb", "embed"] if m.positions != "none" else [])
+        areas = self.band(flow, [Slot(n, m.d_model, dims) for n in names], self.T)
+        wte = self.w["wte"].full_ref(S, absolute=True)
+        tok = self.fill("tok_emb", areas[0],
+                        lambda i, j: f.lookup(wte, ids.ref(i, 0, S), j))
+        if m.positions == "none":
+            return tok
+        pos = self.fill("pos_emb", areas[1], self.position_formula(S))
+        return self.fill("embed", areas[2],
+                         lambda i, j: f.add(tok.ref(i, j, S), pos.ref(i, j, S)))
+
+    def position_formula(self, here: str) -> Callable[[int, int], str]:
+        m = self.m
+        if m.positions == "learned":
+            return lambda i, j: f.copy(self.w["wpe"].ref(i, j, here))
+        if m.positions == "sinusoidal":
+            return lambda i, j: f.sinusoid(i, j, m.d_model)
+        first = m.d_model - m.binary_bits  # binary: the code sits in the last dimensions
+        return lambda i, j: (f.code_bit(m.binary_codes[i], j - first, m.binary_bits)
+                             if j >= first else f.masked())
+
+    # --- one transformer block ---------------------------------------------------------
+
+    def layer(self, i: int, x: Area) -> Area:
+        flow, p = Flow(layer_sheet(i)), f"h.{i}"
+        self.label(flow.sheet, flow.skip(2), 1, f"Layer {i} ({p})", "title")
+        x = self.sublayer(flow, x, p, "ln_1", "resid_attn", self.attention)
+        if self.m.mlp:
+            x = self.sublayer(flow, x, p, "ln_2", "resid_mlp", self.mlp)
+        return x
+
+    def sublayer(self, flow, x, p, ln, resid, fn) -> Area:
+        """Mirrors reference.sublayer: pre-norm x + f(ln(x)), post-norm ln(x + f(x))."""
+        m = self.m
+        h = self.layer_norm(flow, f"{p}.{ln}", x) if m.norm == "pre" else x
+        y, tail = fn(flow, p, h)
+        if m.residual:
+            y = self.add_to_band(flow, tail, f"{p}.{resid}", x, y)
+        if m.norm == "post":
+            y = self.layer_norm(flow, f"{p}.{ln}", y)
+        return y
+
+    def add_to_band(self, flow: Flow, tail: tuple, name: str, x: Area, y: Area) -> Area:
+        """The residual sum, placed as the last block of the sub-layer's final band."""
+        area, S = tail[-1], flow.sheet
+        return self.fill(name, area, lambda i, j: f.add(x.ref(i, j, S), y.ref(i, j, S)))
+
+    def layer_norm(self, flow: Flow, name: str, x: Area) -> Area:
+        d, S = self.m.d_model, flow.sheet
+        mean, var, rstd, out = self.band(
+            flow, [Slot(f"{name}.mean", 1, ("mean",)), Slot(f"{name}.var", 1, ("var",)),
+                   Slot(f"{name}.rstd", 1, ("1/sqrt(var+eps)",)),
+                   Slot(name, d, tuple(map(str, range(d))))], self.T)
+        eps = self.const["ln_eps"].ref(0, 0, S, absolute=True)
+        g, b = self.w[f"{name}.weight"], self.w[f"{name}.bias"]
+        self.fill(f"{name}.mean", mean, lambda i, _: f.mean(x.rows_ref(i, S)))
+        self.fill(f"{name}.var", var, lambda i, _: f.variance(x.rows_ref(i, S)))
+        self.fill(f"{name}.rstd", rstd, lambda i, _: f.rstd(var.ref(i, 0, S), eps))
+        return self.fill(name, out, lambda i, j: f.normalize(
+            x.ref(i, j, S), mean.ref(i, 0, S, True), rstd.ref(i, 0, S, True),
+            g.ref(0, j, S, True), b.ref(0, j, S, True)))
+
+    def linear(self, name: str, area: Area, x: Area, here: str) -> Area:
+        """x @ W + b, one MMULT of an input row and a weight column per cell."""
+        w, b = self.w[f"{name}.weight"], self.w.get(f"{name}.bias")
+        return self.fill(name, area, lambda i, j: f.linear(
+            x.rows_ref(i, here), w.col_ref(j, here),
+            None if b is None else b.ref(0, j, here, True)))
+
+    def attention(self, flow: Flow, p: str, x: Area) -> tuple[Area, tuple]:
+        m, S, a = self.m, flow.sheet, f"{p}.attn"
+        da, hs = m.d_attn, m.head_size
+        labels = tuple(f"{part}{h}.{c}" for part in "qkv" for h in range(m.n_head)
+                       for c in range(hs))
+        [qkv] = self.band(flow, [Slot(f"{a}.c_attn", 3 * da, labels)], self.T)
+        self.linear(f"{a}.c_attn", qkv, x, S)
+        resid = (Slot(f"{p}.resid_attn", m.d_model, self.dims()),) if m.residual else ()
+        outs = []
+        for h in range(m.n_head):
+            q, k, v = (qkv.window(0, part * da + h * hs, self.T, hs) for part in range(3))
+            for part, area in zip("qkv", (q, k, v), strict=True):
+                self.book.block(f"{a}.head{h}.{part}", area)
+            outs.append((self.softmax_band(flow, f"{a}.head{h}", q, k), v))
+        heads, proj, *tail = self.band(
+            flow, [Slot(f"{a}.heads", da, labels[2 * da:]), Slot(f"{a}.c_proj", m.d_model,
+                                                                self.dims()), *resid], self.T)
+        # Head h's output in its own columns: weights row times a column of v.
+        self.fill(f"{a}.heads", heads, lambda i, j: f.linear(
+            outs[j // hs][0].rows_ref(i, S), outs[j // hs][1].col_ref(j % hs, S), None))
+        for h in range(m.n_head):
+            self.book.block(f"{a}.head{h}.out", heads.window(0, h * hs, self.T, hs))
+        return self.linear(f"{a}.c_proj", proj, heads, S), tuple(tail)
+
+    def softmax_band(self, flow: Flow, n: str, q: Area, k: Area) -> Area:
+        """scores = q.k^T (scaled); weights = softmax(scores), in visible steps. Returns weights."""
+        m, S, T = self.m, flow.sheet, self.T
+        keys = tuple(map(str, range(T)))
+        scores, mx, ex, sm, wts = self.band(flow, [
+            Slot(f"{n}.scores", T, keys), Slot(f"{n}.max", 1, ("max",)),
+            Slot(f"{n}.exp", T, keys), Slot(f"{n}.sum", 1, ("sum",)),
+            Slot(f"{n}.weights", T, keys)], T)
+        scale = self.const["attn_scale"].ref(0, 0, S, True) if m.scale else None
+        self.fill(f"{n}.scores", scores, lambda i, j: f.scaled_dot(
+            q.rows_ref(i, S), k.rows_ref(j, S), scale))
+        # The causal mask is visible in the ranges: row i's maximum reads keys 0..i only.
+        width = (lambda i: i + 1) if m.causal else (lambda i: T)
+        self.fill(f"{n}.max", mx, lambda i, _: f.row_max(
+            scores.window(i, 0, 1, width(i)).full_ref(S)))
+        self.fill(f"{n}.exp", ex, lambda i, j: f.exp_shifted(
+            scores.ref(i, j, S), mx.ref(i, 0, S)) if j < width(i) else f.masked())
+        self.fill(f"{n}.sum", sm, lambda i, _: f.row_sum(ex.rows_ref(i, S)))
+        return self.fill(f"{n}.weights", wts, lambda i, j: f.divide(
+            ex.ref(i, j, S), sm.ref(i, 0, S, True)))
+
+    def mlp(self, flow: Flow, p: str, x: Area) -> tuple[Area, tuple]:
+        m, S, n = self.m, flow.sheet, f"{p}.mlp"
+        ff = tuple(map(str, range(m.d_ff)))
+        fc, act = self.band(flow, [Slot(f"{n}.c_fc", m.d_ff, ff), Slot(f"{n}.act", m.d_ff, ff)],
+                            self.T)
+        self.linear(f"{n}.c_fc", fc, x, S)
+        fn = f.gelu if m.activation == "gelu" else f.relu
+        self.fill(f"{n}.act", act, lambda i, j: fn(fc.ref(i, j, S)))
+        resid = (Slot(f"{p}.resid_mlp", m.d_model, self.dims()),) if m.residual else ()
+        proj, *tail = self.band(flow, [Slot(f"{n}.c_proj", m.d_model, self.dims()), *resid],
+                                self.T)
+        return self.linear(f"{n}.c_proj", proj, act, S), tuple(tail)
+
+    def dims(self) -> tuple[str, ...]:
+        return tuple(map(str, range(self.m.d_model)))
+
+    # --- the head ---------------------------------------------------------------------
+
+    def output_sheet(self, x: Area) -> None:
+        """ln_f -> logits -> softmax -> argmax -> characters -> output text."""
+        spec, S, T, V = self.spec, OUTPUT, self.T, len(self.spec.vocab)
+        self.label(S, 1, 1, "Output", "title")
+        flow = Flow(S, top=4)
+        if self.m.norm == "pre":
+            x = self.layer_norm(flow, "ln_f", x)
+        tokens = spec.vocab.tokens
+        logits, mx = self.band(flow, [Slot("logits", V, tokens), Slot("probs.max", 1, ("max",))],
+                               T)
+        self.fill("logits", logits, self.logit_formula(x, S))
+        self.fill("probs.max", mx, lambda i, _: f.row_max(logits.rows_ref(i, S)))
+        ex, sm = self.band(flow, [Slot("probs.exp", V, tokens), Slot("probs.sum", 1, ("sum",))],
+                           T)
+        self.fill("probs.exp", ex, lambda i, j: f.exp_shifted(
+            logits.ref(i, j, S), mx.ref(i, 0, S, True)))
+        self.fill("probs.sum", sm, lambda i, _: f.row_sum(ex.rows_ref(i, S)))
+        [probs] = self.band(flow, [Slot("probs", V, tokens)], T)
+        self.fill("probs", probs, lambda i, j: f.divide(ex.ref(i, j, S), sm.ref(i, 0, S, True)))
+        ids, chars = self.band(flow, [Slot("output.ids", 1, ("id",)),
+                                      Slot("output.chars", 1, ("char",))], T)
+        self.fill("output.ids", ids, lambda i, _: f.argmax(logits.rows_ref(i, S), mx.ref(i, 0, S)))
+        vocab = self.vocab.full_ref(S, absolute=True)
+        self.fill("output.chars", chars, lambda i, _: f.token_text(vocab, ids.ref(i, 0, S)),
+                  trace=False)
+        text = f.concat([chars.ref(i, 0, S) for i in range(T)])
+        out = self.scalar("output_text", S, 2, Cell(FORMULA, f.prepare(text), "output"),
+                          "output text")
+        echo = Cell(FORMULA, f.prepare(f.copy(out.ref(0, 0, INPUT, True))), "output")
+        self.book.sheet(INPUT).put(self.output_echo_row, 3, echo)
+
+    def logit_formula(self, x: Area, S: str) -> Callable[[int, int], str]:
+        """Tied: x . wte[v] (two rows, SUMPRODUCT). Untied: x @ lm_head[:, v] (+ bias)."""
+        b = self.w.get("lm_head.bias")
+        bias = (lambda v: None) if b is None else (lambda v: b.ref(0, v, S, True))
+        if self.spec.head.tied:
+            wte = self.w["wte"]
+            return lambda i, v: f.with_bias(f.dot(x.rows_ref(i, S), wte.rows_ref(v, S)), bias(v))
+        w = self.w["lm_head.weight"]
+        return lambda i, v: f.linear(x.rows_ref(i, S), w.col_ref(v, S), bias(v))

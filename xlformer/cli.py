@@ -1,0 +1,186 @@
+"""The `xlformer` command: build, verify, list templates, rebuild the showcase."""
+
+from __future__ import annotations
+
+import io
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import click
+import numpy as np
+
+from . import builder, catalog, recalc, writer
+from .spec import Spec, SpecError, check_text, load_spec
+from .verify import BlockCheck, verify
+from .weights import WeightsError, make_weights, random_weights
+
+ENGINE_CHOICES = [*recalc.ENGINES, "all"]
+SHOWCASE = Path("workbooks")
+
+
+class UserError(click.ClickException):
+    """A mistake in what the user gave: one line, exit code 2, nothing written."""
+
+    exit_code = 2
+
+
+def _load(spec_arg: str) -> Spec:
+    try:
+        return load_spec(catalog.resolve(spec_arg))
+    except SpecError as e:
+        raise UserError(str(e)) from None
+
+
+def _weights(spec: Spec, file: Path | None):
+    try:
+        return make_weights(spec, file)
+    except (SpecError, WeightsError) as e:
+        raise UserError(str(e)) from None
+
+
+def _output_path(out: Path) -> Path:
+    folder = out.parent
+    if not folder.is_dir():
+        raise UserError(f"output folder {folder} does not exist")
+    if out.is_dir():
+        raise UserError(f"output {out} is a folder; give a file name ending in .xlsx")
+    if out.suffix.lower() != ".xlsx":
+        raise UserError(f"output {out} must end in .xlsx")
+    return out
+
+
+def _build_bytes(spec: Spec, weights_file: Path | None, text: str | None) -> tuple[bytes, dict]:
+    text = spec.text if text is None else text
+    try:
+        check_text(spec, text)
+    except SpecError as e:
+        raise UserError(str(e)) from None
+    book = builder.build(spec, _weights(spec, weights_file), text)
+    cells = [c for s in book.sheets.values() for c in s.cells.values()]
+    stats = {"cells": len(cells), "formulas": sum(c.kind == "formula" for c in cells)}
+    return writer.to_bytes(book), stats
+
+
+@click.group()
+@click.version_option(package_name="xlformer")
+def main() -> None:
+    """Compile a small transformer into a workbook of live spreadsheet formulas."""
+
+
+@main.command()
+@click.argument("spec", default=catalog.DEFAULT)
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Workbook to write (default: NAME.xlsx in the current folder).")
+@click.option("--text", help="Input text the workbook opens with (default: the spec's).")
+@click.option("--weights", "weights_file", type=click.Path(path_type=Path),
+              help="An .npz of weights to use instead of the spec's own.")
+def build(spec: str, output: Path | None, text: str | None, weights_file: Path | None) -> None:
+    """Build a workbook from a template name or a spec file."""
+    model = _load(spec)
+    out = _output_path(output or Path(f"{model.name}.xlsx"))
+    start = time.perf_counter()
+    data, stats = _build_bytes(model, weights_file, text)
+    try:
+        writer.atomic_write(out, data)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror}") from None
+    click.echo(f"wrote {out}: {stats['cells']:,} cells, {stats['formulas']:,} formulas, "
+               f"{len(data):,} bytes in {time.perf_counter() - start:.2f} s")
+
+
+@main.command("verify")
+@click.argument("target")
+@click.option("--engine", type=click.Choice(ENGINE_CHOICES), default="all", show_default=True,
+              help="Spreadsheet engine(s) to recompute in.")
+@click.option("--text", help="For a spec: the input text to build with.")
+@click.option("--weights", "weights_file", type=click.Path(path_type=Path),
+              help="For a spec: an .npz of weights to use.")
+def verify_cmd(target: str, engine: str, text: str | None, weights_file: Path | None) -> None:
+    """Recompute a workbook (or a spec's fresh build) and compare it with the reference."""
+    engines = recalc.ENGINES if engine == "all" else (engine,)
+    with tempfile.TemporaryDirectory(prefix="xlformer-") as tmp:
+        if target.endswith(".xlsx"):
+            path = Path(target)
+            if not path.is_file():
+                raise UserError(f"workbook {target} does not exist")
+        else:
+            model = _load(target)
+            path = Path(tmp) / f"{model.name}.xlsx"
+            path.write_bytes(_build_bytes(model, weights_file, text)[0])
+        try:
+            checks = verify(path, engines)
+        except recalc.EngineMissing as e:
+            raise UserError(str(e)) from None
+    _report(checks)
+    if not all(c.ok for c in checks):
+        sys.exit(1)
+
+
+def _report(checks: list[BlockCheck]) -> None:
+    click.echo(f"{'engine':<12} {'block':<28} {'cells':>6} {'max abs err':>12} "
+               f"{'max rel err':>12}  result")
+    for c in checks:
+        click.echo(f"{c.engine:<12} {c.block:<28} {c.cells:>6} {c.max_abs:>12.2e} "
+                   f"{c.max_rel:>12.2e}  {'ok' if c.ok else 'FAIL'}")
+        for problem in c.problems:
+            click.echo(f"    {problem}")
+    failed = sum(not c.ok for c in checks)
+    click.echo(f"{len(checks) - failed} blocks ok, {failed} failed")
+
+
+@main.command("templates")
+def list_templates() -> None:
+    """List the bundled templates."""
+    for name in catalog.names():
+        click.echo(f"{name:<18} {catalog.describe(name)}")
+
+
+@main.command("export-weights")
+@click.argument("spec")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="The .npz file to write.")
+@click.option("--seed", type=int, help="Write seeded random weights of the spec's shapes instead.")
+@click.option("--std", type=float, default=0.02, show_default=True,
+              help="Standard deviation of the random weights (with --seed).")
+def export_weights(spec: str, output: Path, seed: int | None, std: float) -> None:
+    """Write a spec's weights as an .npz, under the names --weights reads."""
+    model = _load(spec)
+    params = random_weights(model, seed, std) if seed is not None else _weights(model, None)
+    if not output.parent.is_dir():
+        raise UserError(f"output folder {output.parent} does not exist")
+    buffer = io.BytesIO()
+    np.savez(buffer, **params)
+    writer.atomic_write(output, buffer.getvalue())
+    click.echo(f"wrote {output}: {len(params)} arrays")
+
+
+@main.command("build-all")
+@click.option("--check", is_flag=True,
+              help="Compare fresh builds with the committed workbooks instead of writing.")
+@click.option("--dir", "folder", type=click.Path(path_type=Path), default=SHOWCASE,
+              show_default=True, help="Folder of the showcase workbooks.")
+def build_all(check: bool, folder: Path) -> None:
+    """Rebuild every template's workbook into workbooks/ (or check they are current)."""
+    stale = []
+    for name in catalog.names():
+        data, _ = _build_bytes(_load(name), None, None)
+        path = folder / f"{name}.xlsx"
+        if check:
+            if not path.is_file() or _parts(path.read_bytes()) != _parts(data):
+                stale.append(str(path))
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        writer.atomic_write(path, data)
+        click.echo(f"wrote {path}")
+    if stale:
+        click.echo(f"stale or missing: {', '.join(stale)}; run `xlformer build-all`", err=True)
+        sys.exit(1)
+
+
+def _parts(data: bytes) -> dict[str, bytes]:
+    """The archive's parts, unzipped: a different zlib must not count as a change."""
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        return {name: z.read(name) for name in z.namelist()}

@@ -1,0 +1,191 @@
+"""Formula text: small pure functions from cell references to formula strings.
+
+Each model operation has its formula written here and nowhere else. Every function a
+formula may call is on FUNCTIONS, the single allow-list: all of them compute the same
+value in Excel 2010+, LibreOffice, Gnumeric and Google Sheets when given plain cell
+ranges. Nothing here needs array evaluation: a per-cell MMULT of a row by a column
+is a 1x1 result, and SUMPRODUCT only ever multiplies two ranges of the same shape.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Function -> True when Excel added it after 2007 and the file needs the _xlfn. prefix.
+FUNCTIONS: dict[str, bool] = {
+    "AVERAGE": False, "COS": False, "EXACT": False, "EXP": False, "IF": False,
+    "IFERROR": False, "INDEX": False, "INT": False, "LEN": False, "MATCH": False,
+    "MAX": False, "MID": False, "MMULT": False, "MOD": False, "PI": False,
+    "POWER": False, "SIN": False, "SQRT": False, "SUM": False, "SUMPRODUCT": False,
+    "TANH": False, "VARP": False,
+}
+
+_CALL = re.compile(r"(?<![A-Za-z0-9_.])([A-Z][A-Z0-9.]*)\(")
+
+
+def functions_in(formula: str) -> set[str]:
+    """Names of the functions a formula calls (string literals excluded)."""
+    code = re.sub(r'"[^"]*"', '""', formula)
+    return {name.removeprefix("_xlfn.") for name in _CALL.findall(code)}
+
+
+def prepare(body: str) -> str:
+    """The formula as stored in the file: '=' and _xlfn. prefixes; rejects unlisted functions."""
+    used = functions_in(body)
+    unknown = used - FUNCTIONS.keys()
+    if unknown:
+        raise ValueError(f"formula uses functions outside the allow-list: {sorted(unknown)}")
+    for name in sorted(n for n in used if FUNCTIONS[n]):
+        body = re.sub(rf"(?<![A-Za-z0-9_.]){name}\(", f"_xlfn.{name}(", body)
+    return "=" + body
+
+
+def text_literal(s: str) -> str:
+    """A string constant inside a formula: quotes doubled."""
+    return '"' + s.replace('"', '""') + '"'
+
+
+# --- input ------------------------------------------------------------------
+
+def char_at(text: str, pos: int, pad: str) -> str:
+    """The character at 0-based `pos`, or the padding token past the end."""
+    return f"IF({pos + 1}>LEN({text}),{pad},MID({text},{pos + 1},1))"
+
+
+def one_hot(char: str, token: str) -> str:
+    """1 where the character is exactly this token. EXACT is case-sensitive; MATCH is not."""
+    return f"IF(EXACT({char},{token}),1,0)"
+
+
+def token_id(one_hot_row: str, pad_id: str) -> str:
+    """0-based id of the token marked in the one-hot row; unknown characters read as padding."""
+    return f"IFERROR(MATCH(1,{one_hot_row},0)-1,{pad_id})"
+
+
+def input_note(text: str, pos: int, one_hot_row: str) -> str:
+    return (f'IF({pos + 1}>LEN({text}),"padding",'
+            f'IF(SUM({one_hot_row})=0,"not in vocabulary: read as padding",""))')
+
+
+def lookup(table: str, row_id: str, col: int) -> str:
+    """Entry `col` (0-based) of the table row for a 0-based id."""
+    return f"INDEX({table},{row_id}+1,{col + 1})"
+
+
+def too_long_note(text: str, max_seq: int) -> str:
+    return (f'IF(LEN({text})>{max_seq},"only the first {max_seq} characters are read","")')
+
+
+# --- positions ----------------------------------------------------------------
+
+def sinusoid(pos: int, dim: int, d_model: int) -> str:
+    """sin for even dimensions, cos for odd ones, as in 'Attention is all you need'."""
+    fn = "SIN" if dim % 2 == 0 else "COS"
+    return f"{fn}({pos}/POWER(10000,2*{dim // 2}/{d_model}))"
+
+
+def code_bit(code: int, bit_from_top: int, bits: int) -> str:
+    """+1 or -1: bit `bit_from_top` (0 = most significant) of the position's code."""
+    return f"2*MOD(INT({code}/2^{bits - 1 - bit_from_top}),2)-1"
+
+
+# --- arithmetic ------------------------------------------------------------------
+
+def copy(target: str) -> str:
+    """A value shown again where it is used, e.g. a learned position row."""
+    return target
+
+
+def add(a: str, b: str) -> str:
+    return f"{a}+{b}"
+
+
+def with_bias(body: str, bias: str | None) -> str:
+    return body if bias is None else f"{body}+{bias}"
+
+
+def linear(row: str, column: str, bias: str | None) -> str:
+    """One output of x @ W + b: the input row times one weight column, a 1x1 MMULT."""
+    return with_bias(f"MMULT({row},{column})", bias)
+
+
+def dot(a: str, b: str) -> str:
+    """Dot product of two ranges of the same shape (two rows)."""
+    return f"SUMPRODUCT({a},{b})"
+
+
+def scaled_dot(a: str, b: str, scale: str | None) -> str:
+    return dot(a, b) if scale is None else f"{dot(a, b)}*{scale}"
+
+
+def inv_sqrt(n: str) -> str:
+    return f"1/SQRT({n})"
+
+
+# --- softmax, in visible steps -----------------------------------------------------
+
+def row_max(row: str) -> str:
+    return f"MAX({row})"
+
+
+def exp_shifted(x: str, row_max_ref: str) -> str:
+    """exp(x - max): never above 1, so EXP cannot overflow whatever the scores."""
+    return f"EXP({x}-{row_max_ref})"
+
+
+def masked() -> str:
+    """A position the causal mask hides: weight exactly zero."""
+    return "0"
+
+
+def row_sum(row: str) -> str:
+    return f"SUM({row})"
+
+
+def divide(a: str, b: str) -> str:
+    return f"{a}/{b}"
+
+
+# --- layer norm ------------------------------------------------------------------------
+
+def mean(row: str) -> str:
+    return f"AVERAGE({row})"
+
+
+def variance(row: str) -> str:
+    """Population variance, as LayerNorm uses (VARP is the pre-2010 name of VAR.P)."""
+    return f"VARP({row})"
+
+
+def rstd(var: str, eps: str) -> str:
+    return f"1/SQRT({var}+{eps})"
+
+
+def normalize(x: str, mean_ref: str, rstd_ref: str, gain: str, bias: str) -> str:
+    return f"({x}-{mean_ref})*{rstd_ref}*{gain}+{bias}"
+
+
+# --- activations ------------------------------------------------------------------------
+
+def gelu(x: str) -> str:
+    """GELU in its tanh form, as GPT-2."""
+    return f"0.5*{x}*(1+TANH(SQRT(2/PI())*({x}+0.044715*{x}^3)))"
+
+
+def relu(x: str) -> str:
+    return f"MAX(0,{x})"
+
+
+# --- decoding ----------------------------------------------------------------------------
+
+def argmax(row: str, row_max_ref: str) -> str:
+    """0-based index of the first largest entry, as numpy.argmax."""
+    return f"MATCH({row_max_ref},{row},0)-1"
+
+
+def token_text(vocab_row: str, token: str) -> str:
+    return f"INDEX({vocab_row},1,{token}+1)"
+
+
+def concat(parts: list[str]) -> str:
+    return "&".join(parts)

@@ -1,0 +1,89 @@
+"""Where blocks go: rectangles on sheets, stacked in bands that keep positions aligned.
+
+A sheet is a vertical flow of bands. A band is a title row, a column-label row and
+then one row per position (or per weight row); its blocks sit side by side, so row i
+of every block in the band is position i. Column A labels the position and column B
+shows its character, so a reader can follow a position across blocks by reading along
+a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import a1
+
+LABEL_COLS = 2  # position label, character
+FIRST_COL = LABEL_COLS + 1
+GAP = 1  # empty columns between blocks in a band, and rows between bands
+
+
+@dataclass(frozen=True)
+class Area:
+    """A rectangle of cells on one sheet; i, j count from 0 inside it."""
+
+    sheet: str
+    row: int
+    col: int
+    nrows: int
+    ncols: int
+
+    def at(self, i: int, j: int) -> tuple[int, int]:
+        """Sheet (row, col) of the block's cell (i, j)."""
+        return self.row + i, self.col + j
+
+    def ref(self, i: int, j: int, here: str, absolute: bool = False) -> str:
+        """A1 reference to cell (i, j) as written in a formula on sheet `here`."""
+        return self._qualify(a1.cell(self.row + i, self.col + j, absolute), here)
+
+    def rows_ref(self, i: int, here: str, n: int = 1) -> str:
+        """Reference to rows i .. i+n-1 of the block, all its columns."""
+        return self.window(i, 0, n, self.ncols).full_ref(here)
+
+    def col_ref(self, j: int, here: str) -> str:
+        return self.window(0, j, self.nrows, 1).full_ref(here)
+
+    def full_ref(self, here: str, absolute: bool = False) -> str:
+        return self._qualify(a1.span(self.row, self.col, self.nrows, self.ncols, absolute), here)
+
+    def window(self, i: int, j: int, nrows: int, ncols: int) -> Area:
+        """A sub-rectangle, e.g. one head's columns of a wider block."""
+        if i < 0 or j < 0 or i + nrows > self.nrows or j + ncols > self.ncols:
+            raise ValueError(f"window ({i}, {j}, {nrows}, {ncols}) leaves {self}")
+        return Area(self.sheet, self.row + i, self.col + j, nrows, ncols)
+
+    def _qualify(self, ref: str, here: str) -> str:
+        return ref if here == self.sheet else a1.sheet_prefix(self.sheet) + ref
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A block asked of a band: its name, width and column labels."""
+
+    name: str
+    ncols: int
+    labels: tuple[str, ...] = ()
+
+
+class Flow:
+    """Stacks bands down one sheet and hands out their areas."""
+
+    def __init__(self, sheet: str, top: int = 1):
+        self.sheet = sheet
+        self.next_row = top
+
+    def band(self, slots: list[Slot], nrows: int) -> tuple[int, list[Area]]:
+        """Place blocks side by side; returns the band's title row and the data areas."""
+        title_row = self.next_row
+        col, areas = FIRST_COL, []
+        for slot in slots:
+            areas.append(Area(self.sheet, title_row + 2, col, nrows, slot.ncols))
+            col += slot.ncols + GAP
+        self.next_row = title_row + 2 + nrows + GAP
+        return title_row, areas
+
+    def skip(self, rows: int) -> int:
+        """Reserve `rows` rows (e.g. for a heading); returns the first."""
+        first = self.next_row
+        self.next_row += rows
+        return first

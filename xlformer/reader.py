@@ -1,0 +1,86 @@
+"""Reading workbooks back: what a built workbook holds, and what an engine computed.
+
+A workbook carries everything needed to check it: its spec (sheet Spec), its weights
+(named blocks on sheet Weights), its input text and the position of every block
+(defined names). Recomputed copies keep cell positions, so blocks are located in
+the original and read at the same place in the engine's copy.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from openpyxl import load_workbook
+from openpyxl.utils.cell import range_boundaries
+
+from .builder import SPEC
+from .layout import Area
+from .spec import Spec, parse_spec
+from .weights import Params, expected_shapes
+
+_TARGET = re.compile(r"^'?(?P<sheet>.+?)'?!(?P<range>\$?[A-Z]+\$?\d+(?::\$?[A-Z]+\$?\d+)?)$")
+
+
+@dataclass
+class Built:
+    """A workbook as xlformer wrote it (formulas, not values)."""
+
+    spec: Spec
+    params: Params
+    text: str
+    names: dict[str, Area]
+    formulas: dict[tuple[str, int, int], str]  # (sheet, row, col) -> formula
+
+
+def open_values(path: Path):
+    """A workbook's computed values (openpyxl data_only)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Gnumeric's files lack a default style
+        return load_workbook(path, data_only=True, read_only=False)
+
+
+def read_built(path: Path) -> Built:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wb = load_workbook(path, data_only=False)
+    names = {name: _area(dn.attr_text) for name, dn in wb.defined_names.items()}
+    source = "\n".join("" if r[0] is None else str(r[0])
+                       for r in wb[SPEC].iter_rows(min_row=2, max_col=1, values_only=True))
+    spec = parse_spec(source + "\n", origin=f"the spec inside {path}")
+    params = {name: read_block(wb, names[name]).reshape(shape)
+              for name, shape in expected_shapes(spec).items()}
+    text_area = names["input_text"]
+    text = wb[text_area.sheet].cell(text_area.row, text_area.col).value or ""
+    formulas = {(ws.title, c.row, c.column): c.value
+                for ws in wb.worksheets for row in ws.iter_rows() for c in row
+                if c.data_type == "f"}
+    return Built(spec, params, str(text), names, formulas)
+
+
+def _area(target: str) -> Area:
+    match = _TARGET.match(target)
+    if not match:
+        raise ValueError(f"defined name target {target!r} is not a single range")
+    min_col, min_row, max_col, max_row = range_boundaries(match["range"].replace("$", ""))
+    sheet = match["sheet"].replace("''", "'")
+    return Area(sheet, min_row, min_col, max_row - min_row + 1, max_col - min_col + 1)
+
+
+def read_block(wb, area: Area) -> np.ndarray:
+    """The block's values as a 2-D array (None stays None, in an object array)."""
+    ws = wb[area.sheet]
+    rows = ws.iter_rows(min_row=area.row, max_row=area.row + area.nrows - 1,
+                        min_col=area.col, max_col=area.col + area.ncols - 1, values_only=True)
+    values = [list(r) for r in rows]
+    try:
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.array(values, dtype=object)
+
+
+def cell_value(wb, area: Area, i: int = 0, j: int = 0):
+    return wb[area.sheet].cell(area.row + i, area.col + j).value

@@ -1,0 +1,278 @@
+"""Model specs: TOML in, frozen dataclasses out, validated where they enter.
+
+A spec says what the model is (sizes and architectural switches), which tokens it
+reads and writes, where its weights come from, and the text a fresh workbook shows.
+Every later stage trusts a `Spec` and never re-checks it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+class SpecError(ValueError):
+    """A spec that cannot describe a model; the message names the key and the fix."""
+
+
+# Named vocabularies: one token per character.
+VOCAB_SETS: dict[str, tuple[str, ...]] = {
+    "printable": tuple(chr(c) for c in range(32, 127)),  # printable ASCII, space first
+    "lowercase": tuple(" " + string.ascii_lowercase),
+    "letters": tuple(" " + string.ascii_letters),
+    "digits": tuple(" " + string.digits),
+}
+
+ACTIVATIONS = ("relu", "gelu")
+NORMS = ("pre", "post", "none")
+POSITIONS = ("none", "learned", "sinusoidal", "binary")
+WEIGHT_SOURCES = ("task", "random", "npz")
+
+
+@dataclass(frozen=True)
+class Vocab:
+    tokens: tuple[str, ...]  # token id i is tokens[i]
+    pad: str  # fills positions past the end of a shorter input
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokens.index(self.pad)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass(frozen=True)
+class Model:
+    max_seq: int  # positions in the workbook (T)
+    d_model: int  # width of the residual stream
+    n_head: int
+    head_size: int  # width of one head's q, k and v
+    n_layer: int
+    mlp: bool = True  # feed-forward sub-layer in every block
+    d_ff: int = 0  # feed-forward width (0 when mlp is off)
+    activation: str = "gelu"  # relu | gelu (tanh form, as GPT-2)
+    norm: str = "pre"  # pre (GPT-2) | post (original transformer) | none
+    ln_eps: float = 1e-5
+    positions: str = "learned"  # none | learned | sinusoidal | binary
+    binary_codes: tuple[int, ...] = ()  # code of each position for positions = binary
+    causal: bool = True  # position i attends to positions <= i only
+    scale: bool = True  # scores divided by sqrt(head_size)
+    residual: bool = True  # x + sublayer(x) around attention and mlp
+    bias: bool = True  # biases on c_attn, c_proj, c_fc
+
+    @property
+    def d_attn(self) -> int:
+        """Width of the concatenated heads."""
+        return self.n_head * self.head_size
+
+    @property
+    def binary_bits(self) -> int:
+        return max(max(self.binary_codes).bit_length(), 1)
+
+
+@dataclass(frozen=True)
+class Head:
+    tied: bool = True  # logits = x . wte^T (GPT-2) instead of a separate lm_head
+    bias: bool = False  # lm_head.bias added to the logits
+
+
+@dataclass(frozen=True)
+class Weights:
+    source: str  # task | random | npz
+    task: str = ""  # name of a hand-built task (source = task)
+    sharpness: float = 5.0  # task weights' scale, see templates/reverse.toml
+    seed: int = 0  # source = random
+    std: float = 0.02  # source = random: normal(0, std) entries
+    file: Path | None = None  # source = npz, resolved against the spec's folder
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    description: str
+    text: str  # the input a fresh workbook shows
+    vocab: Vocab
+    model: Model
+    head: Head = field(default_factory=Head)
+    weights: Weights = field(default_factory=lambda: Weights("random"))
+    source: str = ""  # the TOML this spec was read from, kept in the workbook
+
+
+# --- reading ---------------------------------------------------------------
+
+_TOP_KEYS = {"name": str, "description": str, "text": str}
+_SECTIONS = ("vocab", "model", "head", "weights")
+_VOCAB_KEYS = {"set": str, "tokens": list, "pad": str}
+_MODEL_KEYS = {
+    "max_seq": int, "d_model": int, "n_head": int, "head_size": int, "n_layer": int,
+    "mlp": bool, "d_ff": int, "activation": str, "norm": str, "ln_eps": float,
+    "positions": str, "binary_codes": list, "causal": bool, "scale": bool,
+    "residual": bool, "bias": bool,
+}
+_HEAD_KEYS = {"tied": bool, "bias": bool}
+_WEIGHT_KEYS = {
+    "source": str, "task": str, "sharpness": float, "seed": int, "std": float, "file": str,
+}
+
+
+def load_spec(path: Path) -> Spec:
+    """Read and validate the spec at `path`."""
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecError(f"cannot read spec {path}: {e.strerror}") from None
+    return parse_spec(source, base=Path(path).parent, origin=str(path))
+
+
+def parse_spec(source: str, base: Path = Path("."), origin: str = "spec") -> Spec:
+    """Parse TOML text into a validated Spec; relative files resolve against `base`."""
+    try:
+        doc = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{origin} is not valid TOML: {e}") from None
+    _check_keys(doc, {**_TOP_KEYS, **dict.fromkeys(_SECTIONS, dict)}, "")
+    for key in ("name", "model", "vocab"):
+        if key not in doc:
+            raise SpecError(f"{origin} lacks '{key}'")
+    vocab = _vocab(_section(doc, "vocab", _VOCAB_KEYS))
+    model = _model(_section(doc, "model", _MODEL_KEYS))
+    head = Head(**_section(doc, "head", _HEAD_KEYS))
+    weights = _weights(_section(doc, "weights", _WEIGHT_KEYS), base)
+    spec = Spec(
+        name=doc["name"],
+        description=doc.get("description", ""),
+        text=doc.get("text", ""),
+        vocab=vocab,
+        model=model,
+        head=head,
+        weights=weights,
+        source=source,
+    )
+    check_text(spec, spec.text)
+    return spec
+
+
+def _section(doc: dict, name: str, keys: dict[str, type]) -> dict:
+    table = doc.get(name, {})
+    _check_keys(table, keys, name + ".")
+    return dict(table)
+
+
+def _check_keys(table: dict, keys: dict[str, type], prefix: str) -> None:
+    for key, value in table.items():
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise SpecError(f"unknown key '{prefix}{key}'{hint}")
+        want = keys[key]
+        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise SpecError(f"'{prefix}{key}' must be {want.__name__}, not {value!r}")
+
+
+def _vocab(table: dict) -> Vocab:
+    if ("set" in table) == ("tokens" in table):
+        raise SpecError("vocab needs exactly one of 'vocab.set' or 'vocab.tokens'")
+    if "set" in table:
+        if table["set"] not in VOCAB_SETS:
+            raise SpecError(f"vocab.set must be one of {', '.join(VOCAB_SETS)}")
+        tokens = VOCAB_SETS[table["set"]]
+    else:
+        tokens = tuple(table["tokens"])
+        bad = [t for t in tokens if not isinstance(t, str) or len(t) != 1]
+        if bad:
+            raise SpecError(f"vocab.tokens must be single characters, not {bad[0]!r}")
+        dupes = sorted({t for t in tokens if tokens.count(t) > 1})
+        if dupes:
+            raise SpecError(f"vocab.tokens has duplicates: {dupes}")
+    pad = table.get("pad", tokens[0] if tokens else "")
+    if pad not in tokens:
+        raise SpecError(f"vocab.pad {pad!r} is not one of the vocabulary's tokens")
+    return Vocab(tokens, pad)
+
+
+def _model(table: dict) -> Model:
+    for key in ("max_seq", "d_model", "n_head", "n_layer"):
+        if key not in table:
+            raise SpecError(f"model lacks 'model.{key}'")
+    d_model, n_head = table["d_model"], table["n_head"]
+    if "head_size" not in table:
+        if n_head <= 0 or d_model % n_head:
+            raise SpecError("model.d_model must be a multiple of model.n_head, "
+                            "or give model.head_size")
+        table["head_size"] = d_model // n_head
+    table.setdefault("mlp", True)
+    if not table["mlp"]:
+        table.setdefault("d_ff", 0)
+    elif "d_ff" not in table:
+        table["d_ff"] = 4 * d_model
+    table["binary_codes"] = tuple(table.get("binary_codes", ()))
+    table["ln_eps"] = float(table.get("ln_eps", 1e-5))
+    model = Model(**table)
+    _check_model(model)
+    return model
+
+
+def _check_model(m: Model) -> None:
+    sizes = {"max_seq": m.max_seq, "d_model": m.d_model, "n_head": m.n_head,
+             "head_size": m.head_size, "n_layer": m.n_layer}
+    if m.mlp:
+        sizes["d_ff"] = m.d_ff
+    for key, value in sizes.items():
+        if value <= 0:
+            raise SpecError(f"model.{key} must be positive, not {value}")
+    for key, value, allowed in (("activation", m.activation, ACTIVATIONS),
+                                ("norm", m.norm, NORMS),
+                                ("positions", m.positions, POSITIONS)):
+        if value not in allowed:
+            raise SpecError(f"model.{key} must be one of {', '.join(allowed)}, not {value!r}")
+    if m.ln_eps <= 0 and m.norm != "none":
+        raise SpecError("model.ln_eps must be positive")
+    if m.positions == "binary":
+        codes = m.binary_codes
+        if len(codes) != m.max_seq or any(not isinstance(c, int) or c < 0 for c in codes):
+            raise SpecError("model.binary_codes must give one non-negative integer "
+                            f"per position ({m.max_seq})")
+        if m.binary_bits > m.d_model:
+            raise SpecError(f"model.binary_codes need {m.binary_bits} bits, "
+                            f"more than d_model ({m.d_model})")
+    elif m.binary_codes:
+        raise SpecError("model.binary_codes is only for positions = 'binary'")
+
+
+def _weights(table: dict, base: Path) -> Weights:
+    source = table.get("source", "random")
+    if source not in WEIGHT_SOURCES:
+        raise SpecError(f"weights.source must be one of {', '.join(WEIGHT_SOURCES)}")
+    if source == "task" and not table.get("task"):
+        raise SpecError("weights.source = 'task' needs weights.task")
+    if source == "npz":
+        if not table.get("file"):
+            raise SpecError("weights.source = 'npz' needs weights.file")
+        table["file"] = base / table["file"]
+    if "sharpness" in table:
+        table["sharpness"] = float(table["sharpness"])
+    if "std" in table:
+        table["std"] = float(table["std"])
+    return Weights(**{**table, "source": source})
+
+
+def check_text(spec: Spec, text: str) -> None:
+    """Reject input text the model cannot read: too long, or outside the vocabulary."""
+    if len(text) > spec.model.max_seq:
+        raise SpecError(f"input text has {len(text)} characters, more than "
+                        f"max_seq ({spec.model.max_seq})")
+    unknown = [f"{c!r} at {i}" for i, c in enumerate(text) if c not in spec.vocab.tokens]
+    if unknown:
+        raise SpecError(f"input text has characters outside the vocabulary: "
+                        f"{', '.join(unknown)}")
