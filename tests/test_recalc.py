@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import openpyxl
 import pytest
+from helpers import require_engine
 
 from xlformer.recalc import (
     ENGINES,
@@ -25,19 +25,6 @@ STALE = 999
 
 # Gnumeric writes xlsx without a default cell style; openpyxl warns about it.
 pytestmark = pytest.mark.filterwarnings("ignore:Workbook contains no default style")
-
-
-def require_engine(engine: str) -> None:
-    """Skip when `engine` is absent, except under CI where it must be installed."""
-    if available(engine):
-        return
-    reason = (
-        f"{engine} is not installed "
-        "(apt-get install -y libreoffice-calc-nogui gnumeric)"
-    )
-    if os.environ.get("CI"):
-        pytest.fail(f"CI is set but {reason}")
-    pytest.skip(reason)
 
 
 def write_book(path: Path, row: list[float] = ROW, col: list[float] = COL) -> Path:

@@ -15,7 +15,7 @@ import numpy as np
 from . import builder, catalog, recalc, writer
 from .spec import Spec, SpecError, check_text, load_spec
 from .verify import BlockCheck, verify
-from .weights import WeightsError, make_weights, random_weights
+from .weights import WeightsError, make_weights, random_weights, to_sheet_precision
 
 ENGINE_CHOICES = [*recalc.ENGINES, "all"]
 SHOWCASE = Path("workbooks")
@@ -148,7 +148,10 @@ def list_templates() -> None:
 def export_weights(spec: str, output: Path, seed: int | None, std: float) -> None:
     """Write a spec's weights as an .npz, under the names --weights reads."""
     model = _load(spec)
-    params = random_weights(model, seed, std) if seed is not None else _weights(model, None)
+    if seed is None:
+        params = _weights(model, None)
+    else:
+        params = {k: to_sheet_precision(v) for k, v in random_weights(model, seed, std).items()}
     if not output.parent.is_dir():
         raise UserError(f"output folder {output.parent} does not exist")
     buffer = io.BytesIO()

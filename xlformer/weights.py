@@ -58,7 +58,19 @@ def _linear(name: str, n_in: int, n_out: int, bias: bool) -> dict[str, tuple[int
 
 
 def make_weights(spec: Spec, file: Path | None = None) -> Params:
-    """The spec's weights; `file` (an .npz) overrides the spec's own source."""
+    """The spec's weights as the workbook holds them; `file` (an .npz) overrides the spec."""
+    return {name: to_sheet_precision(value) for name, value in _source(spec, file).items()}
+
+
+def to_sheet_precision(value: np.ndarray) -> np.ndarray:
+    """Round to 15 significant digits: what spreadsheets show and LibreOffice saves
+    (openpyxl itself writes 16). The reference then runs on exactly the numbers that
+    every engine reads from the file."""
+    flat = [float(f"{x:.15g}") for x in np.asarray(value, dtype=np.float64).ravel()]
+    return np.array(flat, dtype=np.float64).reshape(np.shape(value))
+
+
+def _source(spec: Spec, file: Path | None) -> Params:
     if file is not None:
         return load_npz(spec, Path(file))
     w = spec.weights

@@ -1,0 +1,30 @@
+"""Shared test helpers: engines that must be present under CI, and workbook cases."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from xlformer import builder, catalog, writer
+from xlformer.recalc import available
+from xlformer.spec import load_spec
+from xlformer.weights import make_weights
+
+
+def require_engine(engine: str) -> None:
+    """Skip when `engine` is absent, except under CI where it must be installed."""
+    if available(engine):
+        return
+    reason = f"{engine} is not installed (apt-get install -y libreoffice-calc-nogui gnumeric)"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set but {reason}")
+    pytest.skip(reason)
+
+
+def build_template(name: str, path: Path, text: str | None = None) -> Path:
+    spec = load_spec(catalog.resolve(name))
+    book = builder.build(spec, make_weights(spec), spec.text if text is None else text)
+    writer.save(book, path)
+    return path

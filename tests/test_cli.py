@@ -1,0 +1,109 @@
+"""The command line as a user meets it: messages, exit codes, files written or not."""
+
+from pathlib import Path
+
+import numpy as np
+import openpyxl
+import pytest
+from click.testing import CliRunner
+from helpers import require_engine
+
+from xlformer import catalog, writer
+from xlformer.cli import main
+from xlformer.reader import read_built
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*args):
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_build_without_arguments_builds_the_reversal_demo(run, tmp_path):
+    result = run("build")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("wrote reverse.xlsx: ")
+    built = read_built(tmp_path / "reverse.xlsx")
+    assert (built.spec.name, built.text) == ("reverse", "python")
+
+
+def test_build_with_text_output_and_weights(run, tmp_path):
+    assert run("export-weights", "tiny-gpt", "--seed", "3", "-o", "w.npz").exit_code == 0
+    result = run("build", "tiny-gpt", "--text", "abc", "-o", "g.xlsx", "--weights", "w.npz")
+    assert result.exit_code == 0, result.output
+    built = read_built(tmp_path / "g.xlsx")
+    assert built.text == "abc"
+    assert np.array_equal(built.params["wte"], np.load("w.npz")["wte"])
+
+
+def test_templates_lists_every_template_with_its_description(run):
+    lines = run("templates").output.splitlines()
+    assert [line.split()[0] for line in lines] == catalog.names()
+    assert all(len(line.split()) > 3 for line in lines)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["build", "nope"], "Error: 'nope' is neither a spec file nor a template"),
+    (["build", "missing.toml"], "Error: spec file missing.toml does not exist"),
+    (["build", "--text", "toolong!"], "Error: input text has 8 characters, more than max_seq (6)"),
+    (["build", "--text", "caf\u00e9"], "Error: input text has characters outside the vocabulary:"
+                                       " '\u00e9' at 3"),
+    (["build", "-o", "no/such/dir/x.xlsx"], "Error: output folder no/such/dir does not exist"),
+    (["build", "-o", "x.txt"], "Error: output x.txt must end in .xlsx"),
+    (["build", "--weights", "none.npz"], "Error: weights file none.npz does not exist"),
+    (["verify", "none.xlsx"], "Error: workbook none.xlsx does not exist"),
+])
+def test_user_mistakes_give_one_line_and_exit_code_2(run, tmp_path, args, message):
+    result = run(*args)
+    assert result.exit_code == 2
+    assert result.output.strip() == message or result.output.startswith(message)
+    assert len(result.output.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("*.xlsx")) and not list(tmp_path.glob(".*tmp"))
+
+
+def test_a_failed_build_leaves_the_previous_workbook_untouched(run, tmp_path):
+    assert run("build").exit_code == 0
+    before = (tmp_path / "reverse.xlsx").read_bytes()
+    assert run("build", "--text", "much too long").exit_code == 2
+    assert (tmp_path / "reverse.xlsx").read_bytes() == before
+
+
+def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "w.xlsx"
+    target.write_bytes(b"previous")
+
+    def crash(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        writer.atomic_write(target, b"new")
+    assert target.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["w.xlsx"]
+
+
+def test_verify_passes_a_fresh_build(run):
+    require_engine("gnumeric")
+    result = run("verify", "vanilla-encoder", "--engine", "gnumeric")
+    assert result.exit_code == 0, result.output
+    assert "gnumeric     probs " in result.output
+    assert result.output.rstrip().endswith("0 failed")
+
+
+@pytest.mark.parametrize("engine", ["libreoffice", "gnumeric"])
+def test_verify_fails_a_tampered_workbook(run, tmp_path, engine):
+    """One wrong formula among thousands is found and named."""
+    require_engine(engine)
+    assert run("build", "-o", "r.xlsx").exit_code == 0
+    area = read_built(Path("r.xlsx")).names["h.0.attn.head0.weights"]
+    wb = openpyxl.load_workbook("r.xlsx")
+    wb[area.sheet].cell(area.row + 2, area.col + 1).value = "=0.5"
+    wb.save("r.xlsx")
+    result = run("verify", "r.xlsx", "--engine", engine)
+    assert result.exit_code == 1
+    assert "h.0.attn.head0.weights" in result.output and "FAIL" in result.output
+    assert "Layer0!" in result.output

@@ -1,0 +1,136 @@
+"""Every template, several inputs, both engines: every block matches the NumPy reference.
+
+All workbooks are built once, recomputed in one LibreOffice call and one Gnumeric
+process each, and then checked case by case.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openpyxl
+import pytest
+from helpers import build_template, require_engine
+
+from xlformer import recalc, reference
+from xlformer.reader import cell_value, open_values, read_block, read_built
+from xlformer.verify import compare
+
+# (case id, template, text built with, text typed in afterwards or None)
+CASES = [
+    ("reverse-python", "reverse", "python", None),
+    ("reverse-Hello!", "reverse", "Hello!", None),
+    ("reverse-A1b2C3", "reverse", "A1b2C3", None),
+    ("reverse-stress", "reverse", "stress", None),
+    ("reverse-=+-@~`", "reverse", "=+-@~`", None),
+    ("reverse-short", "reverse", "abc", None),
+    ("reverse-empty", "reverse", "", None),
+    ("tiny-gpt-hello", "tiny-gpt", "hello", None),
+    ("tiny-gpt-full", "tiny-gpt", "zyxwvuts", None),
+    ("tiny-gpt-empty", "tiny-gpt", "", None),
+    ("vanilla-encoder-date", "vanilla-encoder", "20261123", None),
+    ("vanilla-encoder-short", "vanilla-encoder", "7", None),
+    # Liveness: built with one text, another typed into input_text, no rebuild.
+    ("live-reverse", "reverse", "python", "Stream"),
+    ("live-reverse-case", "reverse", "python", "aAbBcC"),
+    ("live-reverse-unknown", "reverse", "python", "h\u00e9llo"),
+    ("live-reverse-too-long", "reverse", "python", "spreadsheet"),
+    ("live-tiny-gpt", "tiny-gpt", "hello", "gpt is"),
+    ("live-tiny-gpt-unknown", "tiny-gpt", "hello", "Hello, GPT"),
+    ("live-vanilla-encoder", "vanilla-encoder", "20261123", "31415"),
+]
+IDS = [c[0] for c in CASES]
+REVERSED_WORDS = ["python", "Hello!", "A1b2C3", "stress", "=+-@~`", "Stream", "aAbBcC"]
+
+
+def type_text(path: Path, text: str) -> None:
+    """What a user does: type into the input cell and save, without xlformer."""
+    wb = openpyxl.load_workbook(path)
+    area = read_built(path).names["input_text"]
+    wb[area.sheet].cell(area.row, area.col).value = text
+    wb.save(path)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("built")
+    paths = {}
+    for case, template, text, typed in CASES:
+        path = build_template(template, folder / f"{case}.xlsx", text)
+        if typed is not None:
+            type_text(path, typed)
+        paths[case] = path
+    return paths
+
+
+@pytest.fixture(scope="session")
+def recomputed(built, tmp_path_factory):
+    """Engine -> case -> recomputed workbook path, computed lazily once per engine."""
+    cache: dict[str, dict[str, Path]] = {}
+
+    def get(engine: str) -> dict[str, Path]:
+        require_engine(engine)
+        if engine not in cache:
+            out = tmp_path_factory.mktemp(engine)
+            paths = recalc.recalc(list(built.values()), engine, out)
+            cache[engine] = dict(zip(built, paths, strict=True))
+        return cache[engine]
+
+    return get
+
+
+@pytest.mark.parametrize("engine", recalc.ENGINES)
+@pytest.mark.parametrize("case", IDS)
+def test_every_block_matches_reference(case, engine, built, recomputed):
+    workbook = read_built(built[case])
+    checks = compare(workbook, open_values(recomputed(engine)[case]), engine)
+    failed = [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]
+    assert not failed, "\n".join(failed)
+    names = {c.block for c in checks}
+    assert {"h.0.attn.head0.weights", "probs", "output_text", "error values"} <= names
+
+
+@pytest.mark.parametrize("engine", recalc.ENGINES)
+@pytest.mark.parametrize("word", REVERSED_WORDS)
+def test_reverse_outputs_the_reversed_word(word, engine, recomputed):
+    case = next(c for c, t, text, typed in CASES
+                if t == "reverse" and (typed or text) == word)
+    values = open_values(recomputed(engine)[case])
+    workbook = read_built(recomputed(engine)[case])
+    assert cell_value(values, workbook.names["output_text"]) == word[::-1]
+
+
+@pytest.mark.parametrize("engine", recalc.ENGINES)
+def test_typed_text_changes_every_intermediate(engine, built, recomputed):
+    """The live case differs from its as-built twin in the input ids and the attention."""
+    before = open_values(recomputed(engine)["reverse-python"])
+    after = open_values(recomputed(engine)["live-reverse"])
+    names = read_built(built["live-reverse"]).names
+    for block in ("input.ids", "tok_emb", "h.0.attn.head0.out", "logits", "probs"):
+        assert (read_block(before, names[block]) != read_block(after, names[block])).any(), block
+
+
+@pytest.mark.parametrize("engine", recalc.ENGINES)
+def test_unknown_characters_are_shown_plainly(engine, built, recomputed):
+    values = open_values(recomputed(engine)["live-reverse-unknown"])
+    names = read_built(built["live-reverse-unknown"]).names
+    notes = read_block(values, names["input.note"]).ravel().tolist()
+    assert notes[1] == "not in vocabulary: read as padding"
+    assert notes[5] == "padding"
+    assert cell_value(values, names["input.chars"], 1, 0) == "\u00e9"
+
+
+@pytest.mark.parametrize("engine", recalc.ENGINES)
+def test_too_long_input_says_what_is_read(engine, built, recomputed):
+    values = open_values(recomputed(engine)["live-reverse-too-long"])
+    names = read_built(built["live-reverse-too-long"]).names
+    assert cell_value(values, names["input.length_note"]) == "only the first 6 characters are read"
+    assert cell_value(values, names["output_text"]) == "spread"[::-1]
+
+
+def test_reference_agrees_with_the_typed_text(built):
+    """The check above compares with the reference for the text in the file, not the build."""
+    workbook = read_built(built["live-tiny-gpt"])
+    assert workbook.text == "gpt is"
+    trace = reference.forward(workbook.spec, workbook.params, workbook.text)
+    assert trace["input.ids"].tolist()[:3] == [workbook.spec.vocab.tokens.index(c) for c in "gpt"]

@@ -1,0 +1,59 @@
+"""Specs are validated where they enter, with messages that name the key."""
+
+import pytest
+
+from xlformer import catalog
+from xlformer.spec import SpecError, load_spec, parse_spec
+
+BASE = """
+name = "t"
+[vocab]
+set = "lowercase"
+[model]
+max_seq = 4
+d_model = 4
+n_head = 2
+n_layer = 1
+"""
+
+
+@pytest.mark.parametrize("name", catalog.names())
+def test_every_template_loads(name):
+    spec = load_spec(catalog.resolve(name))
+    assert spec.name == name and spec.description
+
+
+def test_defaults_follow_gpt2():
+    spec = parse_spec(BASE)
+    m = spec.model
+    assert (m.head_size, m.d_ff, m.norm, m.activation, m.causal) == (2, 16, "pre", "gelu", True)
+    assert spec.head.tied and spec.vocab.pad == " "
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("n_layer = 1", "n_layers = 1"),
+     "unknown key 'model.n_layers' (did you mean 'model.n_layer'?)"),
+    (("n_layer = 1", 'n_layer = "one"'), "'model.n_layer' must be int"),
+    (("n_layer = 1", "n_layer = true"), "'model.n_layer' must be int"),
+    (("n_layer = 1", "n_layer = 0"), "model.n_layer must be positive"),
+    (("d_model = 4", "d_model = 5"), "model.d_model must be a multiple of model.n_head"),
+    (('set = "lowercase"', 'set = "klingon"'), "vocab.set must be one of"),
+    (('set = "lowercase"', 'tokens = ["a", "b", "a"]'), "vocab.tokens has duplicates: ['a']"),
+    (('set = "lowercase"', 'tokens = ["a", ""]'), "vocab.tokens must be single characters"),
+    (('set = "lowercase"', 'set = "digits"\npad = "x"'), "vocab.pad 'x' is not one of"),
+    (("max_seq = 4", "max_seq = 4\npositions = \"binary\""), "model.binary_codes must give"),
+    (("n_head = 2", "n_head = 2\nnorm = \"layer\""), "model.norm must be one of pre, post, none"),
+    (("[model]", "text = \"ab\"\n[model]"), "unknown key 'vocab.text'"),
+    (("name = \"t\"", "name = \"t\"\ntext = \"abcde\""), "more than max_seq (4)"),
+    (("name = \"t\"", "name = \"t\"\ntext = \"aB\""), "'B' at 1"),
+    (("[model]", "[model"), "not valid TOML"),
+])
+def test_bad_specs_name_the_problem(change, message):
+    with pytest.raises(SpecError) as err:
+        parse_spec(BASE.replace(*change))
+    assert message in str(err.value)
+
+
+def test_resolve_rejects_unknown_names_and_lists_templates():
+    with pytest.raises(SpecError, match="templates: .*reverse"):
+        catalog.resolve("no-such-model")

@@ -1,0 +1,95 @@
+"""The built file itself: formulas everywhere a value is computed, literal text, same bytes."""
+
+import zipfile
+
+import openpyxl
+import pytest
+from helpers import build_template
+
+from xlformer import catalog, formulas, reference
+from xlformer.reader import read_built
+
+# Named cells that hold typed-in data rather than computed values.
+DATA_NAMES = {"input_text", "pad", "pad_id", "vocab", "head_size", "ln_eps"}
+
+
+@pytest.fixture(scope="module", params=catalog.names())
+def workbook(request, tmp_path_factory):
+    path = build_template(request.param, tmp_path_factory.mktemp("wb") / "w.xlsx")
+    return path, read_built(path), openpyxl.load_workbook(path)
+
+
+def _cells(area):
+    return [(area.sheet, area.row + i, area.col + j)
+            for i in range(area.nrows) for j in range(area.ncols)]
+
+
+def test_every_reference_block_is_named_and_all_formulas(workbook):
+    _, built, _ = workbook
+    trace = reference.forward(built.spec, built.params, built.text)
+    missing = set(trace) - set(built.names)
+    assert not missing
+    weights = set(built.params)
+    for name, area in built.names.items():
+        if name in weights or name in DATA_NAMES:
+            continue
+        not_formulas = [c for c in _cells(area) if c not in built.formulas]
+        assert not not_formulas, f"{name}: {not_formulas[:3]} are not formulas"
+
+
+def test_numbers_appear_only_as_weights_and_spec_constants(workbook):
+    _, built, wb = workbook
+    allowed = {c for name, area in built.names.items()
+               if name in built.params or name in DATA_NAMES for c in _cells(area)}
+    typed = [(ws.title, c.row, c.column) for ws in wb.worksheets for row in ws.iter_rows()
+             for c in row if c.data_type == "n" and c.value is not None]
+    assert typed and set(typed) <= allowed
+
+
+def test_every_function_is_on_the_allow_list(workbook):
+    _, built, _ = workbook
+    used = set()
+    for formula in built.formulas.values():
+        assert formula.startswith("=")
+        used |= formulas.functions_in(formula)
+        for name in formulas.FUNCTIONS:
+            if formulas.FUNCTIONS[name]:
+                assert f"_xlfn.{name}(" in formula or f"{name}(" not in formula
+    assert used and used <= formulas.FUNCTIONS.keys()
+    assert "TRANSPOSE" not in used and "LET" not in used
+
+
+def test_text_is_stored_as_literal_strings(tmp_path):
+    path = build_template("reverse", tmp_path / "r.xlsx", "=1+1")
+    wb = openpyxl.load_workbook(path)
+    built = read_built(path)
+    text = built.names["input_text"]
+    cell = wb[text.sheet].cell(text.row, text.col)
+    assert (cell.value, cell.data_type, cell.quotePrefix) == ("=1+1", "s", True)
+    vocab = built.names["vocab"]
+    tokens = {wb[vocab.sheet].cell(vocab.row, vocab.col + j).value: vocab.col + j
+              for j in range(vocab.ncols)}
+    for token in "=+-@":
+        c = wb[vocab.sheet].cell(vocab.row, tokens[token])
+        assert (c.data_type, c.quotePrefix) == ("s", True), token
+
+
+def test_same_inputs_give_the_same_bytes(tmp_path):
+    a = build_template("tiny-gpt", tmp_path / "a.xlsx").read_bytes()
+    b = build_template("tiny-gpt", tmp_path / "b.xlsx").read_bytes()
+    assert a == b
+    with zipfile.ZipFile(tmp_path / "a.xlsx") as z:
+        assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        assert b"2000-01-01T00:00:00Z" in z.read("docProps/core.xml")
+
+
+def test_workbook_carries_its_spec_and_weights(workbook):
+    path, built, _ = workbook
+    spec = built.spec
+    from xlformer.spec import load_spec
+    from xlformer.weights import make_weights
+
+    original = load_spec(catalog.resolve(spec.name))
+    assert spec.model == original.model and spec.vocab == original.vocab
+    weights = make_weights(original)
+    assert all((built.params[k] == weights[k]).all() for k in weights)
