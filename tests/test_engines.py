@@ -16,7 +16,9 @@ from xlformer import recalc, reference
 from xlformer.reader import cell_value, open_values, read_block, read_built
 from xlformer.verify import compare
 
-# (case id, template, text built with, text typed in afterwards or None)
+CORNERS = str(Path(__file__).parent / "specs" / "corners.toml")
+
+# (case id, template or spec path, text built with, text typed in afterwards or None)
 CASES = [
     ("reverse-python", "reverse", "python", None),
     ("reverse-Hello!", "reverse", "Hello!", None),
@@ -30,6 +32,9 @@ CASES = [
     ("tiny-gpt-empty", "tiny-gpt", "", None),
     ("vanilla-encoder-date", "vanilla-encoder", "20261123", None),
     ("vanilla-encoder-short", "vanilla-encoder", "7", None),
+    ("reverse-extremes", "reverse", "~ ~ ~ ", None),
+    ("corners", CORNERS, "Corner", None),
+    ("corners-case", CORNERS, "cCrRoO", None),
     # Liveness: built with one text, another typed into input_text, no rebuild.
     ("live-reverse", "reverse", "python", "Stream"),
     ("live-reverse-case", "reverse", "python", "aAbBcC"),
@@ -40,7 +45,7 @@ CASES = [
     ("live-vanilla-encoder", "vanilla-encoder", "20261123", "31415"),
 ]
 IDS = [c[0] for c in CASES]
-REVERSED_WORDS = ["python", "Hello!", "A1b2C3", "stress", "=+-@~`", "Stream", "aAbBcC"]
+REVERSED_WORDS = ["python", "Hello!", "A1b2C3", "stress", "=+-@~`", "~ ~ ~ ", "Stream", "aAbBcC"]
 
 
 def type_text(path: Path, text: str) -> None:

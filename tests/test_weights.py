@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from xlformer import catalog, reference
 from xlformer.spec import load_spec
@@ -64,3 +66,19 @@ def test_reference_reverses_with_the_hand_built_weights(word):
     trace = reference.forward(spec, make_weights(spec), word)
     assert reference.decode(spec.vocab, trace["output.ids"]) == word[::-1]
     assert np.allclose(trace["h.0.attn.head0.weights"], np.eye(6)[::-1], atol=1e-9)
+
+
+PRINTABLE = "".join(chr(c) for c in range(32, 127))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=PRINTABLE, max_size=6))
+def test_every_printable_input_reverses_exactly(word):
+    """The sharpness in templates/reverse.toml suffices for any printable input."""
+    spec = load_spec(catalog.resolve("reverse"))
+    trace = reference.forward(spec, make_weights(spec), word)
+    assert reference.decode(spec.vocab, trace["output.ids"]) == word.ljust(6)[::-1]
+    # far from a rounding boundary, not just on the right side of it
+    attended = trace["h.0.attn.c_proj"][:, 0]
+    codes = np.array([ord(c) for c in word.ljust(6)[::-1]])
+    assert np.max(np.abs(attended - codes)) < 1e-6

@@ -41,7 +41,7 @@ class _Builder:
     def build(self, text: str) -> Book:
         sheets = [INPUT, *map(layer_sheet, range(self.m.n_layer)), OUTPUT, WEIGHTS, SPEC]
         for name in sheets:  # fixes the sheet order
-            self.book.sheet(name)
+            self.book.sheet(name).widths.update({1: 8, 2: 14})  # labels, captions
         self.spec_sheet()
         self.weights_sheet()
         x = self.input_sheet(text)
