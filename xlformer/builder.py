@@ -18,6 +18,7 @@ from .spec import Spec
 from .weights import Params
 
 INPUT, OUTPUT, WEIGHTS, SPEC = "Input", "Output", "Weights", "Spec"
+ECHO_ROW = 3  # Input sheet row that shows the output text beside the input
 
 
 def layer_sheet(i: int) -> str:
@@ -36,7 +37,9 @@ class _Builder:
         self.T = spec.model.max_seq
         self.w: dict[str, Area] = {}  # weight blocks by parameter name
         self.const: dict[str, Area] = {}  # spec constants and derived scalars
-        self.chars: Area | None = None
+        self.chars: Area | None = None  # per-position characters, the rows' labels
+        self.vocab: Area | None = None  # the vocabulary row that lookups read
+        self.input_text = ""  # absolute reference to the input cell
 
     def build(self, text: str) -> Book:
         sheets = [INPUT, *map(layer_sheet, range(self.m.n_layer)), OUTPUT, WEIGHTS, SPEC]
@@ -131,8 +134,7 @@ class _Builder:
         self.label(S, 1, 1, f"xlformer: {spec.name}", "title")
         text_cell = self.scalar("input_text", S, 2, Cell(TEXT, text, "input"), "input text")
         self.input_text = text_cell.ref(0, 0, S, absolute=True)
-        self.output_echo_row = 3
-        self.label(S, 3, 2, "output text")
+        self.label(S, ECHO_ROW, 2, "output text")
         note = f.too_long_note(self.input_text, T)
         self.scalar("input.length_note", S, 4, Cell(FORMULA, f.prepare(note)), "note")
         pad = self.scalar("pad", S, 5, Cell(TEXT, spec.vocab.pad), "padding token")
@@ -159,9 +161,8 @@ class _Builder:
 
     def embeddings(self, flow: Flow, ids: Area) -> Area:
         m, S = self.m, flow.sheet
-        dims = tuple(map(str, range(m.d_model)))
         names = ["tok_emb"] + (["pos_emb", "embed"] if m.positions != "none" else [])
-        areas = self.band(flow, [Slot(n, m.d_model, dims) for n in names], self.T)
+        areas = self.band(flow, [Slot(n, m.d_model, self.dims()) for n in names], self.T)
         wte = self.w["wte"].full_ref(S, absolute=True)
         tok = self.fill("tok_emb", areas[0],
                         lambda i, j: f.lookup(wte, ids.ref(i, 0, S), j))
@@ -191,28 +192,30 @@ class _Builder:
             x = self.sublayer(flow, x, p, "ln_2", "resid_mlp", self.mlp)
         return x
 
-    def sublayer(self, flow, x, p, ln, resid, fn) -> Area:
-        """Mirrors reference.sublayer: pre-norm x + f(ln(x)), post-norm ln(x + f(x))."""
-        m = self.m
-        h = self.layer_norm(flow, f"{p}.{ln}", x) if m.norm == "pre" else x
-        y, tail = fn(flow, p, h)
-        if m.residual:
-            y = self.add_to_band(flow, tail, f"{p}.{resid}", x, y)
+    def sublayer(self, flow: Flow, x: Area, p: str, ln: str, resid: str, fn) -> Area:
+        """Mirrors reference.sublayer: pre-norm x + f(ln(x)), post-norm ln(x + f(x)).
+
+        `fn` lays out its blocks and, when the model has residuals, leaves room for
+        the sum at the end of its last band, so the sum sits beside what it adds.
+        """
+        m, S, ln, resid = self.m, flow.sheet, f"{p}.{ln}", f"{p}.{resid}"
+        h = self.layer_norm(flow, ln, x) if m.norm == "pre" else x
+        y, resid_area = fn(flow, p, h, resid)
+        if resid_area is not None:
+            y = self.fill(resid, resid_area, lambda i, j: f.add(x.ref(i, j, S), y.ref(i, j, S)))
         if m.norm == "post":
-            y = self.layer_norm(flow, f"{p}.{ln}", y)
+            y = self.layer_norm(flow, ln, y)
         return y
 
-    def add_to_band(self, flow: Flow, tail: tuple, name: str, x: Area, y: Area) -> Area:
-        """The residual sum, placed as the last block of the sub-layer's final band."""
-        area, S = tail[-1], flow.sheet
-        return self.fill(name, area, lambda i, j: f.add(x.ref(i, j, S), y.ref(i, j, S)))
+    def resid_slots(self, resid: str) -> tuple[Slot, ...]:
+        return (Slot(resid, self.m.d_model, self.dims()),) if self.m.residual else ()
 
     def layer_norm(self, flow: Flow, name: str, x: Area) -> Area:
         d, S = self.m.d_model, flow.sheet
         mean, var, rstd, out = self.band(
             flow, [Slot(f"{name}.mean", 1, ("mean",)), Slot(f"{name}.var", 1, ("var",)),
                    Slot(f"{name}.rstd", 1, ("1/sqrt(var+eps)",)),
-                   Slot(name, d, tuple(map(str, range(d))))], self.T)
+                   Slot(name, d, self.dims())], self.T)
         eps = self.const["ln_eps"].ref(0, 0, S, absolute=True)
         g, b = self.w[f"{name}.weight"], self.w[f"{name}.bias"]
         self.fill(f"{name}.mean", mean, lambda i, _: f.mean(x.rows_ref(i, S)))
@@ -229,14 +232,13 @@ class _Builder:
             x.rows_ref(i, here), w.col_ref(j, here),
             None if b is None else b.ref(0, j, here, True)))
 
-    def attention(self, flow: Flow, p: str, x: Area) -> tuple[Area, tuple]:
+    def attention(self, flow: Flow, p: str, x: Area, resid: str) -> tuple[Area, Area | None]:
         m, S, a = self.m, flow.sheet, f"{p}.attn"
         da, hs = m.d_attn, m.head_size
         labels = tuple(f"{part}{h}.{c}" for part in "qkv" for h in range(m.n_head)
                        for c in range(hs))
         [qkv] = self.band(flow, [Slot(f"{a}.c_attn", 3 * da, labels)], self.T)
         self.linear(f"{a}.c_attn", qkv, x, S)
-        resid = (Slot(f"{p}.resid_attn", m.d_model, self.dims()),) if m.residual else ()
         outs = []
         for h in range(m.n_head):
             q, k, v = (qkv.window(0, part * da + h * hs, self.T, hs) for part in range(3))
@@ -244,14 +246,15 @@ class _Builder:
                 self.book.block(f"{a}.head{h}.{part}", area)
             outs.append((self.softmax_band(flow, f"{a}.head{h}", q, k), v))
         heads, proj, *tail = self.band(
-            flow, [Slot(f"{a}.heads", da, labels[2 * da:]), Slot(f"{a}.c_proj", m.d_model,
-                                                                self.dims()), *resid], self.T)
+            flow, [Slot(f"{a}.heads", da, labels[2 * da:]),
+                   Slot(f"{a}.c_proj", m.d_model, self.dims()), *self.resid_slots(resid)],
+            self.T)
         # Head h's output in its own columns: weights row times a column of v.
         self.fill(f"{a}.heads", heads, lambda i, j: f.linear(
             outs[j // hs][0].rows_ref(i, S), outs[j // hs][1].col_ref(j % hs, S), None))
         for h in range(m.n_head):
             self.book.block(f"{a}.head{h}.out", heads.window(0, h * hs, self.T, hs))
-        return self.linear(f"{a}.c_proj", proj, heads, S), tuple(tail)
+        return self.linear(f"{a}.c_proj", proj, heads, S), (tail or [None])[0]
 
     def softmax_band(self, flow: Flow, n: str, q: Area, k: Area) -> Area:
         """scores = q.k^T (scaled); weights = softmax(scores), in visible steps. Returns weights."""
@@ -274,7 +277,7 @@ class _Builder:
         return self.fill(f"{n}.weights", wts, lambda i, j: f.divide(
             ex.ref(i, j, S), sm.ref(i, 0, S, True)))
 
-    def mlp(self, flow: Flow, p: str, x: Area) -> tuple[Area, tuple]:
+    def mlp(self, flow: Flow, p: str, x: Area, resid: str) -> tuple[Area, Area | None]:
         m, S, n = self.m, flow.sheet, f"{p}.mlp"
         ff = tuple(map(str, range(m.d_ff)))
         fc, act = self.band(flow, [Slot(f"{n}.c_fc", m.d_ff, ff), Slot(f"{n}.act", m.d_ff, ff)],
@@ -282,10 +285,9 @@ class _Builder:
         self.linear(f"{n}.c_fc", fc, x, S)
         fn = f.gelu if m.activation == "gelu" else f.relu
         self.fill(f"{n}.act", act, lambda i, j: fn(fc.ref(i, j, S)))
-        resid = (Slot(f"{p}.resid_mlp", m.d_model, self.dims()),) if m.residual else ()
-        proj, *tail = self.band(flow, [Slot(f"{n}.c_proj", m.d_model, self.dims()), *resid],
-                                self.T)
-        return self.linear(f"{n}.c_proj", proj, act, S), tuple(tail)
+        proj, *tail = self.band(
+            flow, [Slot(f"{n}.c_proj", m.d_model, self.dims()), *self.resid_slots(resid)], self.T)
+        return self.linear(f"{n}.c_proj", proj, act, S), (tail or [None])[0]
 
     def dims(self) -> tuple[str, ...]:
         return tuple(map(str, range(self.m.d_model)))
@@ -321,7 +323,7 @@ class _Builder:
         out = self.scalar("output_text", S, 2, Cell(FORMULA, f.prepare(text), "output"),
                           "output text")
         echo = Cell(FORMULA, f.prepare(f.copy(out.ref(0, 0, INPUT, True))), "output")
-        self.book.sheet(INPUT).put(self.output_echo_row, 3, echo)
+        self.book.sheet(INPUT).put(ECHO_ROW, 3, echo)
 
     def logit_formula(self, x: Area, S: str) -> Callable[[int, int], str]:
         """Tied: x . wte[v] (two rows, SUMPRODUCT). Untied: x @ lm_head[:, v] (+ bias)."""
