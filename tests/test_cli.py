@@ -56,13 +56,18 @@ def test_templates_lists_every_template_with_its_description(run):
     (["build", "-o", "x.txt"], "Error: output x.txt must end in .xlsx"),
     (["build", "--weights", "none.npz"], "Error: weights file none.npz does not exist"),
     (["verify", "none.xlsx"], "Error: workbook none.xlsx does not exist"),
+    (["verify", "plain.xlsx"], "Error: plain.xlsx is not a workbook built by xlformer"),
+    (["verify", "broken.xlsx"], "Error: broken.xlsx is not a readable .xlsx workbook"),
 ])
 def test_user_mistakes_give_one_line_and_exit_code_2(run, tmp_path, args, message):
+    openpyxl.Workbook().save(tmp_path / "plain.xlsx")
+    (tmp_path / "broken.xlsx").write_text("not a zip")
+    before = sorted(tmp_path.iterdir())
     result = run(*args)
     assert result.exit_code == 2
     assert result.output.strip() == message or result.output.startswith(message)
     assert len(result.output.strip().splitlines()) == 1
-    assert not list(tmp_path.glob("*.xlsx")) and not list(tmp_path.glob(".*tmp"))
+    assert sorted(tmp_path.iterdir()) == before  # nothing written, not even a temporary
 
 
 def test_a_failed_build_leaves_the_previous_workbook_untouched(run, tmp_path):

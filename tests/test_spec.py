@@ -47,6 +47,7 @@ def test_defaults_follow_gpt2():
     (("name = \"t\"", "name = \"t\"\ntext = \"abcde\""), "more than max_seq (4)"),
     (("name = \"t\"", "name = \"t\"\ntext = \"aB\""), "'B' at 1"),
     (("[model]", "[model"), "not valid TOML"),
+    (('set = "lowercase"', 'tokens = ["a", "\\u0007"]'), "vocab.tokens has control characters"),
 ])
 def test_bad_specs_name_the_problem(change, message):
     with pytest.raises(SpecError) as err:

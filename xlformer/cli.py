@@ -13,6 +13,7 @@ import click
 import numpy as np
 
 from . import builder, catalog, recalc, writer
+from .reader import NotAWorkbook
 from .spec import Spec, SpecError, check_text, load_spec
 from .verify import BlockCheck, verify
 from .weights import WeightsError, make_weights, random_weights, to_sheet_precision
@@ -112,7 +113,7 @@ def verify_cmd(target: str, engine: str, text: str | None, weights_file: Path | 
             path.write_bytes(_build_bytes(model, weights_file, text)[0])
         try:
             checks = verify(path, engines)
-        except recalc.EngineMissing as e:
+        except (recalc.EngineMissing, SpecError, NotAWorkbook) as e:
             raise UserError(str(e)) from None
     _report(checks)
     if not all(c.ok for c in checks):

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import re
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from openpyxl import load_workbook
 from openpyxl.utils.cell import range_boundaries
+from openpyxl.utils.exceptions import InvalidFileException
 
 from .builder import SPEC
 from .layout import Area
@@ -43,10 +45,19 @@ def open_values(path: Path):
         return load_workbook(path, data_only=True, read_only=False)
 
 
+class NotAWorkbook(ValueError):
+    """A file that is not an xlformer workbook."""
+
+
 def read_built(path: Path) -> Built:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        wb = load_workbook(path, data_only=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wb = load_workbook(path, data_only=False)
+    except (OSError, zipfile.BadZipFile, InvalidFileException, KeyError) as e:
+        raise NotAWorkbook(f"{path} is not a readable .xlsx workbook: {e}") from None
+    if SPEC not in wb.sheetnames or "input_text" not in wb.defined_names:
+        raise NotAWorkbook(f"{path} is not a workbook built by xlformer (it has no Spec sheet)")
     names = {name: _area(dn.attr_text) for name, dn in wb.defined_names.items()}
     source = "\n".join("" if r[0] is None else str(r[0])
                        for r in wb[SPEC].iter_rows(min_row=2, max_col=1, values_only=True))

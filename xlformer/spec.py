@@ -192,6 +192,9 @@ def _vocab(table: dict) -> Vocab:
         bad = [t for t in tokens if not isinstance(t, str) or len(t) != 1]
         if bad:
             raise SpecError(f"vocab.tokens must be single characters, not {bad[0]!r}")
+        control = [t for t in tokens if not t.isprintable()]
+        if control:  # a spreadsheet cell cannot hold most of them
+            raise SpecError(f"vocab.tokens has control characters: {control}")
         dupes = sorted({t for t in tokens if tokens.count(t) > 1})
         if dupes:
             raise SpecError(f"vocab.tokens has duplicates: {dupes}")
