@@ -100,7 +100,10 @@ def build(spec: str, output: Path | None, text: str | None, weights_file: Path |
 @click.option("--weights", "weights_file", type=click.Path(path_type=Path),
               help="For a spec: an .npz of weights to use.")
 def verify_cmd(target: str, engine: str, text: str | None, weights_file: Path | None) -> None:
-    """Recompute a workbook (or a spec's fresh build) and compare it with the reference."""
+    """Recompute in real engines; compare with the reference.
+
+    TARGET is a built workbook (.xlsx) or a spec to build first.
+    """
     engines = recalc.ENGINES if engine == "all" else (engine,)
     with tempfile.TemporaryDirectory(prefix="xlformer-") as tmp:
         if target.endswith(".xlsx"):
@@ -147,7 +150,7 @@ def list_templates() -> None:
 @click.option("--std", type=float, default=0.02, show_default=True,
               help="Standard deviation of the random weights (with --seed).")
 def export_weights(spec: str, output: Path, seed: int | None, std: float) -> None:
-    """Write a spec's weights as an .npz, under the names --weights reads."""
+    """Write a spec's weights to an .npz that --weights reads."""
     model = _load(spec)
     if seed is None:
         params = _weights(model, None)
@@ -167,7 +170,7 @@ def export_weights(spec: str, output: Path, seed: int | None, std: float) -> Non
 @click.option("--dir", "folder", type=click.Path(path_type=Path), default=SHOWCASE,
               show_default=True, help="Folder of the showcase workbooks.")
 def build_all(check: bool, folder: Path) -> None:
-    """Rebuild every template's workbook into workbooks/ (or check they are current)."""
+    """Rebuild the showcase workbooks, or --check them."""
     stale = []
     for name in catalog.names():
         data, _ = _build_bytes(_load(name), None, None)
