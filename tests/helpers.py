@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from xlformer import builder, catalog, writer
+from xlformer import builder, catalog, recalc, writer
 from xlformer.recalc import available
 from xlformer.spec import load_spec
 from xlformer.weights import make_weights
@@ -28,3 +28,17 @@ def build_template(name: str, path: Path, text: str | None = None) -> Path:
     book = builder.build(spec, make_weights(spec), spec.text if text is None else text)
     writer.save(book, path)
     return path
+
+
+def lazy_recalc(paths: dict, folder_factory):
+    """engine -> {key: recomputed path}: all files in one engine run, on first use."""
+    done: dict[str, dict] = {}
+
+    def get(engine: str) -> dict:
+        require_engine(engine)
+        if engine not in done:
+            out = recalc.recalc(list(paths.values()), engine, folder_factory.mktemp(engine))
+            done[engine] = dict(zip(paths, out, strict=True))
+        return done[engine]
+
+    return get

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from helpers import build_template, require_engine
+from helpers import build_template, lazy_recalc
 
 from xlformer import recalc, reference
 from xlformer.reader import cell_value, open_values, read_block, read_built
@@ -70,18 +70,7 @@ def built(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def recomputed(built, tmp_path_factory):
-    """Engine -> case -> recomputed workbook path, computed lazily once per engine."""
-    cache: dict[str, dict[str, Path]] = {}
-
-    def get(engine: str) -> dict[str, Path]:
-        require_engine(engine)
-        if engine not in cache:
-            out = tmp_path_factory.mktemp(engine)
-            paths = recalc.recalc(list(built.values()), engine, out)
-            cache[engine] = dict(zip(built, paths, strict=True))
-        return cache[engine]
-
-    return get
+    return lazy_recalc(built, tmp_path_factory)
 
 
 @pytest.mark.parametrize("engine", recalc.ENGINES)

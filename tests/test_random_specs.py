@@ -12,7 +12,7 @@ import random
 import string
 
 import pytest
-from helpers import require_engine
+from helpers import lazy_recalc
 
 from xlformer import builder, recalc, reference, writer
 from xlformer.reader import open_values, read_built
@@ -85,16 +85,7 @@ def cases(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def recomputed(cases, tmp_path_factory):
-    done: dict[str, dict[int, object]] = {}
-
-    def get(engine: str):
-        require_engine(engine)
-        if engine not in done:
-            paths = recalc.recalc(list(cases.values()), engine, tmp_path_factory.mktemp(engine))
-            done[engine] = dict(zip(cases, paths, strict=True))
-        return done[engine]
-
-    return get
+    return lazy_recalc(cases, tmp_path_factory)
 
 
 def test_the_random_specs_cover_every_switch():

@@ -180,7 +180,7 @@ class _Builder:
             return lambda i, j: f.sinusoid(i, j, m.d_model)
         first = m.d_model - m.binary_bits  # binary: the code sits in the last dimensions
         return lambda i, j: (f.code_bit(m.binary_codes[i], j - first, m.binary_bits)
-                             if j >= first else f.masked())
+                             if j >= first else f.zero())
 
     # --- one transformer block ---------------------------------------------------------
 
@@ -272,7 +272,7 @@ class _Builder:
         self.fill(f"{n}.max", mx, lambda i, _: f.row_max(
             scores.window(i, 0, 1, width(i)).full_ref(S)))
         self.fill(f"{n}.exp", ex, lambda i, j: f.exp_shifted(
-            scores.ref(i, j, S), mx.ref(i, 0, S)) if j < width(i) else f.masked())
+            scores.ref(i, j, S), mx.ref(i, 0, S)) if j < width(i) else f.zero())
         self.fill(f"{n}.sum", sm, lambda i, _: f.row_sum(ex.rows_ref(i, S)))
         return self.fill(f"{n}.weights", wts, lambda i, j: f.divide(
             ex.ref(i, j, S), sm.ref(i, 0, S, True)))

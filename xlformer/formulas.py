@@ -133,8 +133,9 @@ def exp_shifted(x: str, row_max_ref: str) -> str:
     return f"EXP({x}-{row_max_ref})"
 
 
-def masked() -> str:
-    """A position the causal mask hides: weight exactly zero."""
+def zero() -> str:
+    """A cell zero by construction: an entry the causal mask hides (so its weight is
+    exactly 0), or a dimension that a binary position code leaves empty."""
     return "0"
 
 
