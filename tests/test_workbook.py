@@ -6,8 +6,10 @@ import openpyxl
 import pytest
 from helpers import build_template
 
-from xlformer import catalog, formulas, reference
+from xlformer import builder, catalog, formulas, reference
 from xlformer.reader import read_built
+from xlformer.spec import load_spec
+from xlformer.weights import make_weights
 
 # Named cells that hold typed-in data rather than computed values.
 DATA_NAMES = {"input_text", "pad", "pad_id", "vocab", "head_size", "ln_eps"}
@@ -86,10 +88,17 @@ def test_same_inputs_give_the_same_bytes(tmp_path):
 def test_workbook_carries_its_spec_and_weights(workbook):
     path, built, _ = workbook
     spec = built.spec
-    from xlformer.spec import load_spec
-    from xlformer.weights import make_weights
-
     original = load_spec(catalog.resolve(spec.name))
     assert spec.model == original.model and spec.vocab == original.vocab
     weights = make_weights(original)
     assert all((built.params[k] == weights[k]).all() for k in weights)
+
+
+@pytest.mark.parametrize("name", catalog.names())
+def test_the_builder_lays_out_exactly_the_reference_intermediates(name):
+    """Same names on both sides: nothing the reference computes is missing from the
+    sheet, and nothing the sheet checks is unknown to the reference."""
+    spec = load_spec(catalog.resolve(name))
+    params = make_weights(spec)
+    book = builder.build(spec, params, spec.text)
+    assert list(book.blocks) and set(book.blocks) == set(reference.forward(spec, params, "x"))

@@ -33,10 +33,10 @@ class BlockCheck:
         return not self.problems
 
 
-def compare(built: Built, values, engine: str, text: str | None = None) -> list[BlockCheck]:
-    """Every traced block of `values` (a recomputed workbook) against the reference."""
-    text = built.text if text is None else text
-    trace = reference.forward(built.spec, built.params, text)
+def compare(built: Built, values, engine: str) -> list[BlockCheck]:
+    """Every traced block of `values` (a recomputed workbook) against the reference
+    for the text in the workbook's input cell."""
+    trace = reference.forward(built.spec, built.params, built.text)
     checks = [_compare_block(engine, name, arr, built, values) for name, arr in trace.items()]
     checks.append(_compare_output(engine, built, values, trace))
     checks.append(_scan_errors(engine, built, values))
