@@ -118,6 +118,8 @@ def verify_cmd(target: str, engine: str, text: str | None, weights_file: Path | 
             checks = verify(path, engines)
         except (recalc.EngineMissing, SpecError, NotAWorkbook) as e:
             raise UserError(str(e)) from None
+        except recalc.EngineError as e:  # the engine broke, not the user: exit 1
+            raise click.ClickException(str(e)) from None
     _report(checks)
     if not all(c.ok for c in checks):
         sys.exit(1)
