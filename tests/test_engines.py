@@ -43,12 +43,14 @@ CASES = [
     ("live-tiny-gpt", "tiny-gpt", "hello", "gpt is"),
     ("live-tiny-gpt-unknown", "tiny-gpt", "hello", "Hello, GPT"),
     ("live-vanilla-encoder", "vanilla-encoder", "20261123", "31415"),
+    # Digits typed into a cell become a number, not text; MID and LEN still read them.
+    ("live-vanilla-encoder-number", "vanilla-encoder", "20261123", 2718281),
 ]
 IDS = [c[0] for c in CASES]
 REVERSED_WORDS = ["python", "Hello!", "A1b2C3", "stress", "=+-@~`", "~ ~ ~ ", "Stream", "aAbBcC"]
 
 
-def type_text(path: Path, text: str) -> None:
+def type_text(path: Path, text: str | int) -> None:
     """What a user does: type into the input cell and save, without xlformer."""
     wb = openpyxl.load_workbook(path)
     area = read_built(path).names["input_text"]
