@@ -33,8 +33,8 @@ def build(name: str, path: Path) -> dict:
     spec = load_spec(catalog.resolve(name))
     book = builder.build(spec, make_weights(spec), spec.text)
     writer.save(book, path)
-    cells = [c for s in book.sheets.values() for c in s.cells.values()]
-    return {"cells": len(cells), "formulas": sum(c.kind == "formula" for c in cells)}
+    cells, formulas = book.counts()
+    return {"cells": cells, "formulas": formulas}
 
 
 def main() -> None:

@@ -24,7 +24,6 @@ CASES = [
     (f.code_bit(6, 0, 3), "2*MOD(INT(6/2^2),2)-1"),
     (f.argmax("C5:Z5", "AB5"), "MATCH(AB5,C5:Z5,0)-1"),
     (f.concat(["C1", "C2", "C3"]), "C1&C2&C3"),
-    (f.text_literal('say "hi"'), '"say ""hi"""'),
 ]
 
 

@@ -49,6 +49,11 @@ class Book:
     def put(self, area: Area, i: int, j: int, cell: Cell) -> None:
         self.sheet(area.sheet).put(*area.at(i, j), cell)
 
+    def counts(self) -> tuple[int, int]:
+        """(cells written, of which formulas)."""
+        cells = [c for s in self.sheets.values() for c in s.cells.values()]
+        return len(cells), sum(c.kind == FORMULA for c in cells)
+
     def name(self, name: str, area: Area) -> None:
         if name in self.names:
             raise ValueError(f"defined name {name!r} is used twice")

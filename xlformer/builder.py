@@ -55,13 +55,13 @@ class _Builder:
 
     # --- helpers -----------------------------------------------------------------
 
-    def band(self, flow: Flow, slots: list[Slot], nrows: int, positions: bool = True,
-             title: str = "") -> list[Area]:
+    def band(self, flow: Flow, slots: list[Slot], nrows: int,
+             positions: bool = True) -> list[Area]:
         """Place a band of blocks with their titles, column labels and row labels."""
         title_row, areas = flow.band(slots, nrows)
         sheet = self.book.sheet(flow.sheet)
         for slot, area in zip(slots, areas, strict=True):
-            sheet.put(title_row, area.col, Cell(LABEL, title or slot.name, "title"))
+            sheet.put(title_row, area.col, Cell(LABEL, slot.name, "title"))
             for j, label in enumerate(slot.labels):
                 sheet.put(title_row + 1, area.col + j, Cell(LABEL, label, "header"))
         if positions:

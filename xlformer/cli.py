@@ -7,6 +7,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -14,9 +15,9 @@ import numpy as np
 
 from . import builder, catalog, recalc, writer
 from .reader import NotAWorkbook
-from .spec import Spec, SpecError, check_text, load_spec
+from .spec import Spec, SpecError, Weights, check_text, load_spec
 from .verify import BlockCheck, verify
-from .weights import WeightsError, make_weights, random_weights, to_sheet_precision
+from .weights import WeightsError, make_weights
 
 ENGINE_CHOICES = [*recalc.ENGINES, "all"]
 SHOWCASE = Path("workbooks")
@@ -53,16 +54,15 @@ def _output_path(out: Path) -> Path:
     return out
 
 
-def _build_bytes(spec: Spec, weights_file: Path | None, text: str | None) -> tuple[bytes, dict]:
+def _build_bytes(spec: Spec, weights_file: Path | None,
+                 text: str | None) -> tuple[bytes, tuple[int, int]]:
     text = spec.text if text is None else text
     try:
         check_text(spec, text)
     except SpecError as e:
         raise UserError(str(e)) from None
     book = builder.build(spec, _weights(spec, weights_file), text)
-    cells = [c for s in book.sheets.values() for c in s.cells.values()]
-    stats = {"cells": len(cells), "formulas": sum(c.kind == "formula" for c in cells)}
-    return writer.to_bytes(book), stats
+    return writer.to_bytes(book), book.counts()
 
 
 @click.group()
@@ -83,12 +83,12 @@ def build(spec: str, output: Path | None, text: str | None, weights_file: Path |
     model = _load(spec)
     out = _output_path(output or Path(f"{model.name}.xlsx"))
     start = time.perf_counter()
-    data, stats = _build_bytes(model, weights_file, text)
+    data, (cells, formulas) = _build_bytes(model, weights_file, text)
     try:
         writer.atomic_write(out, data)
     except OSError as e:
         raise UserError(f"cannot write {out}: {e.strerror}") from None
-    click.echo(f"wrote {out}: {stats['cells']:,} cells, {stats['formulas']:,} formulas, "
+    click.echo(f"wrote {out}: {cells:,} cells, {formulas:,} formulas, "
                f"{len(data):,} bytes in {time.perf_counter() - start:.2f} s")
 
 
@@ -154,10 +154,9 @@ def list_templates() -> None:
 def export_weights(spec: str, output: Path, seed: int | None, std: float) -> None:
     """Write a spec's weights to an .npz that --weights reads."""
     model = _load(spec)
-    if seed is None:
-        params = _weights(model, None)
-    else:
-        params = {k: to_sheet_precision(v) for k, v in random_weights(model, seed, std).items()}
+    if seed is not None:
+        model = replace(model, weights=Weights("random", seed=seed, std=std))
+    params = _weights(model, None)
     if not output.parent.is_dir():
         raise UserError(f"output folder {output.parent} does not exist")
     buffer = io.BytesIO()

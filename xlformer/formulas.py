@@ -40,11 +40,6 @@ def prepare(body: str) -> str:
     return "=" + body
 
 
-def text_literal(s: str) -> str:
-    """A string constant inside a formula: quotes doubled."""
-    return '"' + s.replace('"', '""') + '"'
-
-
 # --- input ------------------------------------------------------------------
 
 def char_at(text: str, pos: int, pad: str) -> str:

@@ -65,9 +65,7 @@ def to_bytes(book: Book) -> bytes:
 
 
 def _write_cell(target, cell: Cell) -> None:
-    if cell.kind == FORMULA:
-        target.value = cell.value
-    elif cell.kind == NUMBER:
+    if cell.kind in (FORMULA, NUMBER):
         target.value = cell.value
     else:
         # Text is data: an explicit string type, and a quote prefix so that engines
