@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from . import limits
+
 # Function -> True when Excel added it after 2007 and the file needs the _xlfn. prefix.
 FUNCTIONS: dict[str, bool] = {
     "AVERAGE": False, "COS": False, "EXACT": False, "EXP": False, "IF": False,
@@ -37,6 +39,7 @@ def prepare(body: str) -> str:
         raise ValueError(f"formula uses functions outside the allow-list: {sorted(unknown)}")
     for name in sorted(n for n in used if FUNCTIONS[n]):
         body = re.sub(rf"(?<![A-Za-z0-9_.]){name}\(", f"_xlfn.{name}(", body)
+    limits.check_formula("=" + body)
     return "=" + body
 
 
