@@ -43,6 +43,11 @@ def prepare(body: str) -> str:
     return "=" + body
 
 
+def string(text: str) -> str:
+    """A text constant inside a formula; doubled quotes, so no text can end it early."""
+    return '"' + text.replace('"', '""') + '"'
+
+
 # --- input ------------------------------------------------------------------
 
 def char_at(text: str, pos: int, pad: str) -> str:
@@ -61,8 +66,9 @@ def token_id(one_hot_row: str, pad_id: str) -> str:
 
 
 def input_note(text: str, pos: int, one_hot_row: str) -> str:
-    return (f'IF({pos + 1}>LEN({text}),"padding",'
-            f'IF(SUM({one_hot_row})=0,"not in vocabulary: read as padding",""))')
+    unknown = string("not in vocabulary: read as padding")
+    return (f'IF({pos + 1}>LEN({text}),{string("padding")},'
+            f'IF(SUM({one_hot_row})=0,{unknown},""))')
 
 
 def lookup(table: str, row_id: str, col: int) -> str:
@@ -71,7 +77,8 @@ def lookup(table: str, row_id: str, col: int) -> str:
 
 
 def too_long_note(text: str, max_seq: int) -> str:
-    return (f'IF(LEN({text})>{max_seq},"only the first {max_seq} characters are read","")')
+    note = string(f"only the first {max_seq} characters are read")
+    return f'IF(LEN({text})>{max_seq},{note},"")'
 
 
 # --- positions ----------------------------------------------------------------
