@@ -134,6 +134,9 @@ def load_spec(path: Path) -> Spec:
         source = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise SpecError(f"cannot read spec {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"spec {path} is not UTF-8 text (byte {e.start}: "
+                        f"{e.object[e.start:e.start + 1]!r})") from None
     return parse_spec(source, base=Path(path).parent, origin=str(path))
 
 
