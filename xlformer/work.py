@@ -1,0 +1,137 @@
+"""How much work a workbook asks of a spreadsheet engine, counted statically.
+
+Two numbers from the built Book, one from the spec, so they can be put side by side:
+- formula cells, and the cells they read: every reference in every formula counts
+  the cells it covers (`Layer0!C5:F5` = 4, `$C$3` = 1, a defined name = its area), once
+  per occurrence, so GELU's `x` read three times counts 3. A lookup counts the whole
+  range it searches or indexes (MATCH over a vocabulary row, INDEX into `wte`), which is
+  the engine's work for MATCH but not for INDEX (it jumps to one cell);
+- the model's multiply-adds for the same forward pass (`macs`): the products of
+  matrices and vectors, the only terms that grow as d_model squared or with the
+  vocabulary. Lookups, additions, LayerNorm, softmax and activations are not counted.
+
+A matrix product as the workbook writes it, one MMULT of a row of n by a column of n per
+output, reads 2n cells for n multiply-adds; the ratio of reads to multiply-adds is
+therefore about 2 where the work is in the products, and larger where it is not.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from .a1 import MAX_COLS, MAX_ROWS
+from .book import FORMULA, Book
+from .layout import Area
+from .spec import Spec
+
+_STRING = re.compile(r'"(?:[^"]|"")*"')
+_SHEET = r"(?:'(?:[^']|'')+'|[A-Za-z_][A-Za-z0-9_.]*)!"
+_COL, _ROW = r"\$?[A-Z]{1,3}", r"\$?[0-9]+"
+# A reference stands alone: not inside a name or number, not a function call.
+_BEFORE, _AFTER = r"(?<![A-Za-z0-9_.$'!])", r"(?![A-Za-z0-9_.(!])"
+_REFERENCE = re.compile(
+    rf"{_BEFORE}(?:{_SHEET})?(?:"
+    rf"(?P<c1>{_COL})(?P<r1>{_ROW})(?::(?:{_SHEET})?(?P<c2>{_COL})(?P<r2>{_ROW}))?"
+    rf"|(?P<cc1>{_COL}):(?P<cc2>{_COL})"  # whole columns, C:E
+    rf"|(?P<rr1>{_ROW}):(?P<rr2>{_ROW})"  # whole rows, 3:5
+    rf"|(?P<name>[A-Za-z_][A-Za-z0-9_.]*)"  # a defined name, if the book has it
+    rf"){_AFTER}")
+
+
+@dataclass(frozen=True)
+class Work:
+    formulas: int  # formula cells
+    reads: int  # cells read, summed over every reference of every formula
+
+    def __add__(self, other: Work) -> Work:
+        return Work(self.formulas + other.formulas, self.reads + other.reads)
+
+
+def _col(letters: str) -> int:
+    n = 0
+    for ch in letters.lstrip("$"):
+        n = n * 26 + ord(ch) - 64
+    return n
+
+
+def _row(digits: str) -> int:
+    return int(digits.lstrip("$"))
+
+
+def references(formula: str, names: Mapping[str, Area] | None = None) -> Iterator[int]:
+    """The number of cells each reference in `formula` covers, in order of appearance.
+
+    Text inside string literals is skipped. A bare word counts only if it is one of
+    `names` (defined names, case-insensitive as in Excel); otherwise it is a function
+    argument like TRUE and reads nothing.
+    """
+    known = {k.upper(): a.nrows * a.ncols for k, a in (names or {}).items()}
+    for m in _REFERENCE.finditer(_STRING.sub('""', formula)):
+        if m["c1"]:
+            c1, r1 = _col(m["c1"]), _row(m["r1"])
+            c2, r2 = (_col(m["c2"]), _row(m["r2"])) if m["c2"] else (c1, r1)
+            if max(c1, c2) <= MAX_COLS and 1 <= min(r1, r2) and max(r1, r2) <= MAX_ROWS:
+                yield (abs(r2 - r1) + 1) * (abs(c2 - c1) + 1)
+        elif m["cc1"]:
+            yield (abs(_col(m["cc2"]) - _col(m["cc1"])) + 1) * MAX_ROWS
+        elif m["rr1"]:
+            yield (abs(_row(m["rr2"]) - _row(m["rr1"])) + 1) * MAX_COLS
+        elif m["name"].upper() in known:
+            yield known[m["name"].upper()]
+
+
+def cells_read(formula: str, names: Mapping[str, Area] | None = None) -> int:
+    """Total cells that `formula`'s references cover."""
+    return sum(references(formula, names))
+
+
+def count(book: Book) -> Work:
+    """Formula cells of the whole book, and the cells they read."""
+    total = Work(0, 0)
+    for sheet in book.sheets.values():
+        for cell in sheet.cells.values():
+            if cell.kind == FORMULA:
+                total += Work(1, cells_read(str(cell.value), book.names))
+    return total
+
+
+def by_block(book: Book) -> dict[str, Work]:
+    """The same count inside each computed block (a head's q is a window of c_attn,
+    so windows and the blocks they lie in both count their cells)."""
+    out = {}
+    for name, area in book.blocks.items():
+        cells = book.sheets[area.sheet].cells
+        work = Work(0, 0)
+        for i in range(area.nrows):
+            for j in range(area.ncols):
+                cell = cells.get(area.at(i, j))
+                if cell is not None and cell.kind == FORMULA:
+                    work += Work(1, cells_read(str(cell.value), book.names))
+        out[name] = work
+    return out
+
+
+def macs(spec: Spec) -> dict[str, int]:
+    """Multiply-adds of one forward pass over all max_seq positions, by part.
+
+    Counted: the token and position embeddings (0: they are lookups and an addition),
+    q/k/v, attention scores, the weighted sums of v, the attention projection, the two
+    feed-forward products and the logits. Scores and weighted sums count every (i, j),
+    masked or not, because the workbook computes every score; a causal model could
+    skip almost half of them.
+    """
+    m, T, V = spec.model, spec.model.max_seq, len(spec.vocab)
+    d, da, L = m.d_model, m.d_attn, m.n_layer
+    parts = {
+        "embeddings": 0,
+        "qkv": L * T * d * 3 * da,
+        "scores": L * m.n_head * T * T * m.head_size,
+        "weighted sums": L * m.n_head * T * T * m.head_size,
+        "attn proj": L * T * da * d,
+        "mlp": L * T * 2 * d * m.d_ff if m.mlp else 0,
+        "logits": T * d * V,
+    }
+    parts["total"] = sum(parts.values())
+    return parts
