@@ -381,8 +381,9 @@ def run(rungs: list[Rung], args) -> None:
     for name, g, _ in stages:
         print(f"- {name}: " + ", ".join(f"{b} {n:,}" for b, n in g["top"]))
     print()
-    if recalc_why:
-        notes.append(f"LibreOffice recalculation {recalc_why}")
+    if not recalc_why and stages:
+        recalc_why = f"finished for every rung built, the largest {stages[-1][0]}"
+    notes.append(f"LibreOffice recalculation {recalc_why}")
     for note in notes:
         print(f"- {note}")
 

@@ -37,7 +37,9 @@ REFERENCES = [
     ("=XFE1", []),  # past the last column
     ("=A0", []),  # no row 0
     # defined names, case-insensitive; words that are not names read nothing
-    ("=INDEX(wte,2,3)", [20]),
+    ("=INDEX(wte,2,3)", [1]),  # INDEX returns one cell of its table
+    ("=INDEX(Weights!$C$10:$F$14,C12+1,3)+SUM(wte)", [1, 1, 20]),
+    ("=INDEX(A1:B9,1,1)+XINDEX(A1:B9)", [1, 18]),  # only INDEX itself
     ("=1/SQRT(C3+LN_EPS)", [1, 1]),
     ("=h.0.ln_1+x", []),
 ]
@@ -87,7 +89,7 @@ def hand_count() -> dict[str, tuple[int, int]]:
     count = {
         "input.onehot": (T * V, T * V * 2),  # IF(EXACT(char, token),1,0)
         "input.ids": (T, T * (V + 1)),  # IFERROR(MATCH(1, one-hot row of V)-1, pad_id)
-        "tok_emb": (T * D, T * D * (V * D + 1)),  # INDEX(the whole wte, id+1, j)
+        "tok_emb": (T * D, T * D * 2),  # INDEX(wte, id+1, j): one entry, and the id
         "pos_emb": (T * D, T * D),  # a copy of wpe
         "embed": (T * D, T * D * 2),
         "h.0.attn.c_attn": (T * 3 * DA, T * 3 * DA * (2 * D + 1)),  # MMULT(row, col) + bias

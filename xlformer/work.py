@@ -3,9 +3,9 @@
 Two numbers from the built Book, one from the spec, so they can be put side by side:
 - formula cells, and the cells they read: every reference in every formula counts
   the cells it covers (`Layer0!C5:F5` = 4, `$C$3` = 1, a defined name = its area), once
-  per occurrence, so GELU's `x` read three times counts 3. A lookup counts the whole
-  range it searches or indexes (MATCH over a vocabulary row, INDEX into `wte`), which is
-  the engine's work for MATCH but not for INDEX (it jumps to one cell);
+  per occurrence, so GELU's `x` read three times counts 3. The table that INDEX picks
+  from counts 1, the one cell it returns (a token's embedding looks up one entry of
+  `wte`, however large the vocabulary); MATCH counts the whole range it searches;
 - the model's multiply-adds for the same forward pass (`macs`): the products of
   matrices and vectors, the only terms that grow as d_model squared or with the
   vocabulary. Lookups, additions, LayerNorm, softmax and activations are not counted.
@@ -38,6 +38,7 @@ _REFERENCE = re.compile(
     rf"|(?P<rr1>{_ROW}):(?P<rr2>{_ROW})"  # whole rows, 3:5
     rf"|(?P<name>[A-Za-z_][A-Za-z0-9_.]*)"  # a defined name, if the book has it
     rf"){_AFTER}")
+_INDEXED = re.compile(r"(?<![A-Za-z0-9_.])INDEX\($")  # the reference is INDEX's table
 
 
 @dataclass(frozen=True)
@@ -63,13 +64,16 @@ def _row(digits: str) -> int:
 def references(formula: str, names: Mapping[str, Area] | None = None) -> Iterator[int]:
     """The number of cells each reference in `formula` covers, in order of appearance.
 
-    Text inside string literals is skipped. A bare word counts only if it is one of
-    `names` (defined names, case-insensitive as in Excel); otherwise it is a function
-    argument like TRUE and reads nothing.
+    Text inside string literals is skipped; INDEX's table counts 1. A bare word counts
+    only if it is one of `names` (defined names, case-insensitive as in Excel);
+    otherwise it is a function argument like TRUE and reads nothing.
     """
     known = {k.upper(): a.nrows * a.ncols for k, a in (names or {}).items()}
-    for m in _REFERENCE.finditer(_STRING.sub('""', formula)):
-        if m["c1"]:
+    code = _STRING.sub('""', formula)
+    for m in _REFERENCE.finditer(code):
+        if _INDEXED.search(code, 0, m.start()):
+            yield 1
+        elif m["c1"]:
             c1, r1 = _col(m["c1"]), _row(m["r1"])
             c2, r2 = (_col(m["c2"]), _row(m["r2"])) if m["c2"] else (c1, r1)
             if max(c1, c2) <= MAX_COLS and 1 <= min(r1, r2) and max(r1, r2) <= MAX_ROWS:
