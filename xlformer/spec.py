@@ -34,6 +34,7 @@ ACTIVATIONS = ("relu", "gelu")
 NORMS = ("pre", "post", "none")
 POSITIONS = ("none", "learned", "sinusoidal", "binary")
 WEIGHT_SOURCES = ("task", "random", "npz")
+TRAIN_TASKS = ("copy", "reverse", "sort", "lm")  # see train.py
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,18 @@ class Weights:
 
 
 @dataclass(frozen=True)
+class Train:
+    """How `xlformer train` made the weights: the defaults of its options."""
+
+    task: str  # copy | reverse | sort | lm
+    steps: int = 2000
+    seed: int = 0
+    batch: int = 32
+    lr: float = 0.01
+    text: Path | None = None  # task lm: the text, resolved against the spec's folder
+
+
+@dataclass(frozen=True)
 class Spec:
     name: str
     description: str
@@ -104,12 +117,13 @@ class Spec:
     head: Head = field(default_factory=Head)
     weights: Weights = field(default_factory=lambda: Weights("random"))
     source: str = ""  # the TOML this spec was read from, kept in the workbook
+    train: Train | None = None  # [train]: how the weights were trained, if they were
 
 
 # --- reading ---------------------------------------------------------------
 
 _TOP_KEYS = {"name": str, "description": str, "text": str}
-_SECTIONS = ("vocab", "model", "head", "weights")
+_SECTIONS = ("vocab", "model", "head", "weights", "train")
 _VOCAB_KEYS = {"set": str, "tokens": list, "pad": str}
 _MODEL_KEYS = {
     "max_seq": int, "d_model": int, "n_head": int, "head_size": int, "n_layer": int,
@@ -118,6 +132,7 @@ _MODEL_KEYS = {
     "residual": bool, "bias": bool,
 }
 _HEAD_KEYS = {"tied": bool, "bias": bool}
+_TRAIN_KEYS = {"task": str, "steps": int, "seed": int, "batch": int, "lr": float, "text": str}
 _WEIGHT_KEYS = {
     "source": str, "task": str, "sharpness": float, "seed": int, "std": float, "file": str,
 }
@@ -146,6 +161,7 @@ def parse_spec(source: str, base: Path = Path("."), origin: str = "spec") -> Spe
     model = _model(_section(doc, "model", _MODEL_KEYS))
     head = Head(**_section(doc, "head", _HEAD_KEYS))
     weights = _weights(_section(doc, "weights", _WEIGHT_KEYS), base)
+    train = _train(_section(doc, "train", _TRAIN_KEYS), base) if "train" in doc else None
     spec = Spec(
         name=doc["name"],
         description=doc.get("description", ""),
@@ -155,6 +171,7 @@ def parse_spec(source: str, base: Path = Path("."), origin: str = "spec") -> Spe
         head=head,
         weights=weights,
         source=source,
+        train=train,
     )
     check_text(spec, spec.text)
     return spec
@@ -268,6 +285,23 @@ def _weights(table: dict, base: Path) -> Weights:
     if "std" in table:
         table["std"] = float(table["std"])
     return Weights(**{**table, "source": source})
+
+
+def _train(table: dict, base: Path) -> Train:
+    if table.get("task") not in TRAIN_TASKS:
+        raise SpecError(f"train.task must be one of {', '.join(TRAIN_TASKS)}")
+    for key in ("steps", "batch"):
+        if table.get(key, 1) < 1:
+            raise SpecError(f"train.{key} must be positive")
+    if "lr" in table:
+        table["lr"] = float(table["lr"])
+        if table["lr"] <= 0:
+            raise SpecError("train.lr must be positive")
+    if (table["task"] == "lm") != ("text" in table):
+        raise SpecError("train.text (a text file) is needed for train.task = 'lm', and only there")
+    if "text" in table:
+        table["text"] = base / table["text"]
+    return Train(**table)
 
 
 def check_text(spec: Spec, text: str) -> None:
