@@ -59,10 +59,13 @@ def random_input(spec: Spec, rng: np.random.Generator, min_length: int = 1) -> s
 
 
 def held_out(spec: Spec, size: int) -> list[str]:
-    """Inputs never trained on, the same for every training seed."""
+    """Inputs never trained on, the same for every training seed: `size` of them, or half
+    of all the inputs they are drawn from if that is fewer."""
+    shortest = min(MIN_HELD_OUT_LENGTH, spec.model.max_seq)
+    possible = sum(len(alphabet(spec)) ** n for n in range(shortest, spec.model.max_seq + 1))
     rng, out = np.random.default_rng(HELD_OUT_SEED), {}
-    while len(out) < size:
-        out.setdefault(random_input(spec, rng, min(MIN_HELD_OUT_LENGTH, spec.model.max_seq)))
+    while len(out) < min(size, possible // 2):
+        out.setdefault(random_input(spec, rng, shortest))
     return list(out)
 
 
@@ -89,8 +92,10 @@ def lm_ids(spec: Spec, text: str) -> np.ndarray:
         shown = ", ".join(repr(c) for c in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
         raise TrainError(f"the text has {len(unknown)} characters outside the vocabulary: "
                          f"{shown}")
-    if len(text) < 2 * (spec.model.max_seq + 1):
-        raise TrainError(f"the text is too short for max_seq {spec.model.max_seq}")
+    need = 10 * (spec.model.max_seq + 2)  # so that the held-out 10% fills a window
+    if len(text) < need:
+        raise TrainError(f"the text has {len(text)} characters; max_seq {spec.model.max_seq} "
+                         f"needs at least {need} (the last 10% is held out)")
     index = {t: i for i, t in enumerate(spec.vocab.tokens)}
     return np.array([index[c] for c in text])
 
