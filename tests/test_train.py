@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
+import time
 from itertools import islice
 from pathlib import Path
 
@@ -206,3 +210,19 @@ def test_trained_templates_do_their_task_on_every_held_out_input(name):
     assert spec.weights.source == "npz" and spec.weights.file.is_file()
     if spec.train.task != "lm":
         assert train.evaluate(spec, make_weights(spec), spec.train.task)[0] == 1.0
+
+
+def test_sigint_stops_a_real_run_and_writes_nothing(tmp_path):
+    """What a user's Ctrl-C sends, to the real command in its own process."""
+    (tmp_path / "small.toml").write_text(SMALL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from xlformer.cli import main; main()", "train", "small.toml",
+         "--task", "copy", "--steps", "1000000", "-o", "w.npz"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.readline()  # the progress bar's label: training has started
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted: nothing written to w.npz" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.toml"]
