@@ -52,6 +52,13 @@ def test_answers_are_padded_to_every_position(task, text, want):
     assert train.answer(small(), task, text) == want
 
 
+def test_a_task_with_nothing_to_hold_out_is_refused():
+    spec = parse_spec(SMALL.replace('[" ", "a", "b", "c", "d"]', '[" ", "a"]')
+                      .replace("max_seq = 4", "max_seq = 1").replace('text = "ab"', 'text = "a"'))
+    with pytest.raises(train.TrainError, match="too few inputs to hold any out"):
+        train.train(spec, "copy", 1, 0)
+
+
 def test_sort_follows_the_vocabulary_order():
     spec = parse_spec(SMALL.replace('[" ", "a", "b", "c", "d"]', '[" ", "d", "c", "b", "a"]'))
     assert train.answer(spec, "sort", "abd") == "dba "

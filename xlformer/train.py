@@ -186,7 +186,10 @@ def train(spec: Spec, task: str, steps: int, seed: int, text: str | None = None,
             raise TrainError(f"task {task!r} generates its examples and reads no text")
         if not alphabet(spec):
             raise TrainError("the vocabulary has no token besides padding")
-        batches = algorithmic_batches(spec, task, rng, batch, set(held_out(spec, held_out_size)))
+        excluded = set(held_out(spec, held_out_size))
+        if not excluded:
+            raise TrainError("the vocabulary and max_seq allow too few inputs to hold any out")
+        batches = algorithmic_batches(spec, task, rng, batch, excluded)
     else:
         raise TrainError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
     return _run(spec, init_weights(spec, rng), batches, steps, lr)
