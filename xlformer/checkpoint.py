@@ -191,6 +191,11 @@ def read_vocab(path: Path, size: int) -> list[str]:
     if len(data) != size:
         raise CheckpointError(f"vocabulary {path} has {len(data)} tokens; the checkpoint's "
                               f"wte has {size} rows")
+    long = [tok for tok in data if len(tok) != 1]
+    if long:
+        raise CheckpointError(f"vocabulary {path}: every token must be one character, not "
+                              f"{long[0]!r}; models over multi-character tokens (GPT-2's BPE) "
+                              "are not supported yet")
     return data
 
 
