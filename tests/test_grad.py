@@ -1,13 +1,14 @@
 """The hand-written backward pass against central finite differences, per weight array.
 
 Models: the twelve seeded random configurations of test_random_specs (every pairing of
-norm placement and positional encoding, masks on and off, both activations, tied and
-untied heads, biases, residuals and scaling switched at random), the corner spec and
-the templates. Everything in float64.
+norm placement and positional encoding; masks, activations, tied and untied heads,
+biases, residuals and scaling switched at random), the corner spec, two templates, and
+a grid of every norm placement x mask x activation. Everything in float64.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,25 @@ CORNERS = Path(__file__).parent / "specs" / "corners.toml"
 SPECS = {f"random-{s}": (lambda s=s: parse_spec(random_spec(s))) for s in range(COUNT)}
 SPECS["corners"] = lambda: load_spec(CORNERS)
 SPECS |= {n: (lambda n=n: load_spec(catalog.resolve(n))) for n in ("tiny-gpt", "vanilla-encoder")}
+GRID = """
+name = "grid"
+[vocab]
+tokens = [" ", "a", "b", "c"]
+[model]
+max_seq = 3
+d_model = 4
+n_head = 2
+n_layer = 1
+d_ff = 5
+norm = "{norm}"
+causal = {causal}
+activation = "{activation}"
+"""
+SPECS |= {  # every norm placement x mask x activation, whatever the random draws cover
+    f"{norm}-{'causal' if causal else 'bidirectional'}-{act}":
+        partial(parse_spec, GRID.format(norm=norm, causal=str(causal).lower(), activation=act))
+    for norm in ("pre", "post", "none") for causal in (True, False) for act in ("gelu", "relu")
+}
 # |analytic - numeric| <= RTOL * (the array's largest gradient) + ATOL. With h = 1e-5 the
 # central difference's own error is ~1e-11 (rounding of a loss near 1, divided by h).
 H, RTOL, ATOL = 1e-5, 1e-5, 1e-9
