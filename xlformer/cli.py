@@ -261,7 +261,10 @@ def _read_text(path: Path) -> str:
 @click.option("--text", default="", help="Input text the workbook opens with.")
 def import_cmd(checkpoint_file: Path, output: Path, heads: int, vocab_file: Path,
                layout: str | None, max_seq: int | None, text: str) -> None:
-    """Import a GPT-2-style checkpoint (.npz, .safetensors) as a spec and weights."""
+    """Import a GPT-2-style checkpoint as a spec and weights.
+
+    CHECKPOINT is an .npz or .safetensors file of GPT-2-named tensors.
+    """
     if output.suffix.lower() != ".toml":
         raise UserError(f"output {output} must end in .toml")
     if not output.parent.is_dir():
