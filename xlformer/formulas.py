@@ -15,7 +15,8 @@ import re
 FUNCTIONS: dict[str, bool] = {
     "AVERAGE": False, "COS": False, "EXACT": False, "EXP": False, "IF": False,
     "IFERROR": False, "INDEX": False, "INT": False, "LEN": False, "MATCH": False,
-    "MAX": False, "MID": False, "MMULT": False, "MOD": False, "PI": False,
+    "MAX": False, "MID": False, "MIN": False, "MMULT": False, "MOD": False, "OR": False,
+    "PI": False,
     "POWER": False, "SIN": False, "SQRT": False, "SUM": False, "SUMPRODUCT": False,
     "TANH": False, "VARP": False,
 }
@@ -185,3 +186,50 @@ def token_text(vocab_row: str, token: str) -> str:
 
 def concat(parts: list[str]) -> str:
     return "&".join(parts)
+
+
+# --- generation: each position's input is the token chosen at the one before ---------
+
+def prompt_len(text: str, max_seq: int) -> str:
+    """How many positions the prompt fills."""
+    return f"MIN(LEN({text}),{max_seq})"
+
+
+def gen_status(pos: int, prompt_len: str | None, steps: str, prev_status: str,
+               prev_choice: str, end_id: str | None) -> str:
+    """What position `pos` (>= 1) holds: "prompt", "generated", "end" or "unused".
+
+    A position is generated while fewer than `steps` tokens have been and the token
+    before it was not the end token; `prompt_len` None means a one-token prompt (the
+    start token of an encoder-decoder's decoder)."""
+    body = '"generated"' if end_id is None else f'IF({prev_choice}={end_id},"end","generated")'
+    body = f'IF(OR({prev_status}="unused",{prev_status}="end"),"unused",{body})'
+    if prompt_len is None:
+        return f'IF({pos}>{steps},"unused",{body})'
+    return f'IF({pos}<{prompt_len},"prompt",IF({pos}>={prompt_len}+{steps},"unused",{body}))'
+
+
+def first_status(prompt_len: str) -> str:
+    """Position 0 of a decoder-only model: the prompt's first token, or unused if empty."""
+    return f'IF({prompt_len}>0,"prompt","unused")'
+
+
+def start_status() -> str:
+    return '"start"'
+
+
+def fed_token(status: str, prompt_id: str | None, pad_id: str, prev_choice: str | None) -> str:
+    """The token a position reads: the prompt's, padding when unused, else the previous
+    position's choice."""
+    body = pad_id if prev_choice is None else f'IF({status}="unused",{pad_id},{prev_choice})'
+    return body if prompt_id is None else f'IF({status}="prompt",{prompt_id},{body})'
+
+
+def fed_char(status: str, vocab_row: str, token: str) -> str:
+    return f'IF({status}="unused","",{token_text(vocab_row, token)})'
+
+
+def generated_text(statuses: list[str], chars: list[str]) -> str:
+    """The generated tokens (end token included), the prompt left out."""
+    return concat([f'IF(OR({s}="generated",{s}="end"),{c},"")'
+                   for s, c in zip(statuses, chars, strict=True)])
