@@ -80,6 +80,7 @@ def _compare_output(engine, built: Built, values, ids) -> BlockCheck:
     """output_text against the decoded ids: every position's choice, or the generated tokens."""
     want = reference.decode(built.spec.out_vocab, ids)
     got = cell_value(values, built.names["output_text"])
+    got = "" if got is None else got  # an empty text result reads back as None
     check = BlockCheck(engine, "output_text", 1)
     if got != want:
         check.problems.append(f"output_text is {got!r}, the reference decodes {want!r}")

@@ -1,0 +1,253 @@
+"""Live generation: the sheet's one pass equals the reference's step-by-step greedy decode.
+
+Templates `alphabet` (decoder-only) and `copy` (encoder-decoder), and seeded random
+generating specs that mix the switches, are recomputed in both engines; the formulas
+are read to prove that no position reads a later one. Gnumeric silently iterates a
+circular reference instead of reporting it, so the engine-side proof that the layout
+has none is LibreOffice's: a workbook made circular on purpose shows error values
+there, and the real ones do not.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+import openpyxl
+import pytest
+from helpers import build_template, lazy_recalc
+from test_engines import type_text
+from test_random_specs import _b, _toml_str
+
+from xlformer import builder, reference, writer
+from xlformer.reader import cell_value, open_values, read_block, read_built
+from xlformer.recalc import ENGINES
+from xlformer.spec import parse_spec
+from xlformer.verify import compare
+from xlformer.weights import make_weights
+
+COUNT = 6  # random generating specs: even seeds decoder-only, odd ones encoder-decoders
+
+
+def random_generating_spec(seed: int) -> str:
+    rng = random.Random(seed)
+    enc_dec = seed % 2 == 1
+    n_head, head_size = rng.randint(1, 2), rng.randint(1, 3)
+    max_seq = rng.randint(3, 6)
+    tokens = rng.sample("abcdefgh.=+", rng.randint(3, 8))
+    lines = [f'name = "gen-{seed}"', "[vocab]",
+             "tokens = [" + ", ".join(map(_toml_str, tokens)) + "]"]
+    target = rng.sample("xyzwv^$", rng.randint(3, 6)) if enc_dec and seed % 3 else tokens
+    if enc_dec and target is not tokens:
+        lines += ["[target_vocab]", "tokens = [" + ", ".join(map(_toml_str, target)) + "]"]
+    lines += [
+        "[model]", f"max_seq = {max_seq}", f"d_model = {n_head * head_size + rng.randint(0, 2)}",
+        f"n_head = {n_head}", f"head_size = {head_size}", f"n_layer = {rng.randint(1, 2)}",
+        f"n_enc_layer = {rng.randint(1, 2) if enc_dec else 0}",
+        f"mlp = {_b(rng.random() < 0.7)}", f"d_ff = {rng.randint(1, 5)}",
+        f'norm = "{["pre", "post", "none"][seed % 3]}"',
+        f'positions = "{["learned", "sinusoidal", "none"][seed // 2 % 3]}"',
+        f"residual = {_b(rng.random() < 0.8)}", f"bias = {_b(rng.random() < 0.5)}",
+        "[head]", f"tied = {_b(rng.random() < 0.5)}",
+        "[weights]", 'source = "random"', f"seed = {seed}", "std = 1.5",
+        "[generate]", f"steps = {rng.randint(1, max_seq - 1)}",
+    ]
+    if rng.random() < 0.7:
+        lines.append(f"end = {_toml_str(rng.choice(target))}")
+    if enc_dec:
+        lines.append(f"start = {_toml_str(target[0])}")
+    return "\n".join(lines) + "\n"
+
+
+def random_prompt(seed: int, tokens, max_seq: int) -> str:
+    rng = random.Random(seed + 1000)
+    return "".join(rng.choice(tokens) for _ in range(rng.randint(1, max_seq - 1)))
+
+
+# (case, template, text built with, text typed in afterwards or None)
+TEMPLATE_CASES = [
+    ("alphabet-abc", "alphabet", "abc", None),
+    ("alphabet-end", "alphabet", "wxy", None),
+    ("alphabet-full", "alphabet", "abcdefgh", None),
+    ("alphabet-empty", "alphabet", "", None),
+    ("copy-hello", "copy", "hello", None),
+    ("copy-long", "copy", "abcdefgh", None),
+    ("copy-empty", "copy", "", None),
+    ("live-alphabet", "alphabet", "abc", "pqrs"),
+    ("live-alphabet-end", "alphabet", "abc", "xy"),
+    ("live-copy", "copy", "hello", "spread"),
+    ("live-copy-unknown", "copy", "hello", "ab7c"),
+]
+CASES = [c[0] for c in TEMPLATE_CASES] + [f"gen-{seed}" for seed in range(COUNT)]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gen")
+    paths = {}
+    for case, template, text, typed in TEMPLATE_CASES:
+        paths[case] = build_template(template, folder / f"{case}.xlsx", text)
+        if typed is not None:
+            type_text(paths[case], typed)
+    for seed in range(COUNT):
+        spec = parse_spec(random_generating_spec(seed))
+        text = random_prompt(seed, spec.vocab.tokens, spec.model.max_seq)
+        paths[f"gen-{seed}"] = folder / f"gen-{seed}.xlsx"
+        writer.save(builder.build(spec, make_weights(spec), text), paths[f"gen-{seed}"])
+    paths["circular"] = _made_circular(build_template("alphabet", folder / "circular.xlsx"))
+    return paths
+
+
+def _made_circular(path):
+    """The attention sums as they were before generation: every row reads all rows of v."""
+    built = read_built(path)
+    heads, wts, v = (built.names[n] for n in
+                     ("h.0.attn.heads", "h.0.attn.head0.weights", "h.0.attn.head0.v"))
+    wb = openpyxl.load_workbook(path)
+    for i in range(heads.nrows):
+        for j in range(heads.ncols):
+            row = f"{_span(wts.row + i, wts.col, 1, wts.ncols)}"
+            col = f"{_span(v.row, v.col + j, v.nrows, 1)}"
+            wb[heads.sheet].cell(heads.row + i, heads.col + j).value = f"=MMULT({row},{col})"
+    wb.save(path)
+    return path
+
+
+def _span(row, col, nrows, ncols):
+    from xlformer import a1
+    return a1.span(row, col, nrows, ncols)
+
+
+@pytest.fixture(scope="module")
+def recomputed(built, tmp_path_factory):
+    return lazy_recalc(built, tmp_path_factory)
+
+
+def test_random_generating_specs_cover_both_kinds_and_the_switches():
+    specs = [parse_spec(random_generating_spec(s)) for s in range(COUNT)]
+    assert {s.model.encoder_decoder for s in specs} == {True, False}
+    assert {s.model.norm for s in specs} == {"pre", "post", "none"}
+    assert any(s.target_vocab is not None for s in specs)
+    assert any(s.generate.end for s in specs) and any(not s.generate.end for s in specs)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("case", CASES)
+def test_generation_matches_the_step_by_step_decode(case, engine, built, recomputed):
+    """Every block, gen.ids position by position, and the generated text."""
+    workbook = read_built(built[case])
+    checks = compare(workbook, open_values(recomputed(engine)[case]), engine)
+    failed = [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]
+    assert not failed, "\n".join(failed)
+    assert {"gen.ids", "output_text", "error values"} <= {c.block for c in checks}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(("case", "generated", "status"), [
+    ("alphabet-abc", "defgh", "ppp" + "ggggg"),
+    ("live-alphabet", "tuvw", "pppp" + "gggg"),
+    ("live-alphabet-end", "z.", "pp" + "ge" + "uuuu"),
+    ("alphabet-empty", "", "u" * 8),
+    ("live-copy", "spread$", "s" + "gggggge"),
+    ("copy-long", "abcdefg", "s" + "g" * 7),
+    ("live-copy-unknown", "ab$", "s" + "gge" + "uuuu"),
+])
+def test_typed_text_regenerates_live(case, generated, status, engine, built, recomputed):
+    """What a user sees after typing, with no rebuild: the continuation and each
+    position's role ("prompt", "start", "generated", "end", "unused")."""
+    values = open_values(recomputed(engine)[case])
+    workbook = read_built(built[case])
+    assert (cell_value(values, workbook.names["output_text"]) or "") == generated
+    _, ids = reference.generate(workbook.spec, workbook.params, workbook.text)
+    assert reference.decode(workbook.spec.out_vocab, ids) == generated
+    roles = read_block(values, workbook.names["gen.status"]).ravel().tolist()
+    assert "".join(r[0] for r in roles) == status
+
+
+def test_a_circular_layout_shows_errors_in_libreoffice(built, recomputed):
+    """The check above can fail: attention sums reading all rows make a cycle."""
+    values = open_values(recomputed("libreoffice")["circular"])
+    checks = compare(read_built(built["circular"]), values, "libreoffice")
+    errors = next(c for c in checks if c.block == "error values")
+    assert any("in h.0.attn.heads: " in p for p in errors.problems)
+
+
+# --- reading the formulas: no position reads a later one ------------------------------
+
+_REF = re.compile(r"(?:(?P<sheet>'[^']+'|[A-Za-z][A-Za-z0-9_]*)!)?"
+                  r"\$?(?P<c1>[A-Z]{1,3})\$?(?P<r1>\d+)(?::\$?(?P<c2>[A-Z]{1,3})\$?(?P<r2>\d+))?"
+                  r"(?![A-Za-z0-9_(])")
+
+
+def referenced_cells(formula: str, here: str):
+    """(sheet, row, col) of every cell a formula reads."""
+    from openpyxl.utils import column_index_from_string as col
+    code = re.sub(r'"[^"]*"', '""', formula)
+    for m in _REF.finditer(code):
+        sheet = (m["sheet"] or here).strip("'")
+        r1, c1 = int(m["r1"]), col(m["c1"])
+        r2, c2 = (int(m["r2"]), col(m["c2"])) if m["c2"] else (r1, c1)
+        for r in range(r1, r2 + 1):
+            for c in range(c1, c2 + 1):
+                yield sheet, r, c
+
+
+def is_source_block(name: str) -> bool:
+    """Blocks indexed by source position (encoder side), which every step may read."""
+    return (name.startswith(("enc.", "input.")) and ".cross." not in name
+            or re.search(r"\.cross\.(c_kv|head\d+\.[kv])$", name) is not None)
+
+
+def step_of(built) -> dict[tuple[str, int, int], int]:
+    """The decoding step (position) each cell of a position-indexed decoder block is at."""
+    T, steps = built.spec.model.max_seq, {}
+    for name, a in built.names.items():
+        if a.nrows != T or name in built.params:
+            continue
+        if built.spec.model.encoder_decoder and is_source_block(name):
+            continue
+        for i in range(T):
+            for j in range(a.ncols):
+                steps[(a.sheet, a.row + i, a.col + j)] = i
+    return steps
+
+
+def later_references(built) -> list[str]:
+    steps, found = step_of(built), []
+    for (sheet, row, col), formula in built.formulas.items():
+        step = steps.get((sheet, row, col))
+        if step is None:
+            continue
+        for cell in referenced_cells(formula, sheet):
+            if steps.get(cell, -1) > step:
+                found.append(f"{sheet}!R{row}C{col} (step {step}) reads {cell} "
+                             f"(step {steps[cell]}): {formula}")
+    return found
+
+
+@pytest.mark.parametrize("case", ["alphabet-abc", "copy-hello",
+                                  *[f"gen-{s}" for s in range(COUNT)]])
+def test_no_formula_reads_a_later_step(case, built):
+    workbook = read_built(built[case])
+    steps = step_of(workbook)
+    assert {"Output", "Input"} <= {sheet for sheet, _, _ in steps}
+    assert not later_references(workbook)
+
+
+def test_the_later_step_check_finds_a_full_range_sum(built):
+    assert later_references(read_built(built["circular"]))
+
+
+def test_the_reference_decode_is_the_one_pass_over_its_own_output():
+    """Causality in the reference: the final pass chooses, at each position before the
+    last generated one, exactly the token that was fed next."""
+    for seed in range(COUNT):
+        spec = parse_spec(random_generating_spec(seed))
+        params = make_weights(spec)
+        text = random_prompt(seed, spec.vocab.tokens, spec.model.max_seq)
+        trace, generated = reference.generate(spec, params, text)
+        start = 1 if spec.model.encoder_decoder else len(text)
+        fed = trace["gen.ids"].tolist()
+        assert fed[start:start + len(generated)] == generated
+        chosen = trace["output.ids"].tolist()
+        assert chosen[start - 1:start - 1 + len(generated)] == generated
