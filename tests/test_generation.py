@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 
 import openpyxl
 import pytest
@@ -22,7 +23,7 @@ from test_random_specs import _b, _toml_str
 from xlformer import builder, reference, writer
 from xlformer.reader import cell_value, open_values, read_block, read_built
 from xlformer.recalc import ENGINES
-from xlformer.spec import parse_spec
+from xlformer.spec import SpecError, parse_spec
 from xlformer.verify import compare
 from xlformer.weights import make_weights
 
@@ -33,7 +34,7 @@ def random_generating_spec(seed: int) -> str:
     rng = random.Random(seed)
     enc_dec = seed % 2 == 1
     n_head, head_size = rng.randint(1, 2), rng.randint(1, 3)
-    max_seq = rng.randint(3, 6)
+    max_seq = rng.randint(4, 7)
     tokens = rng.sample("abcdefgh.=+", rng.randint(3, 8))
     lines = [f'name = "gen-{seed}"', "[vocab]",
              "tokens = [" + ", ".join(map(_toml_str, tokens)) + "]"]
@@ -50,7 +51,9 @@ def random_generating_spec(seed: int) -> str:
         f"residual = {_b(rng.random() < 0.8)}", f"bias = {_b(rng.random() < 0.5)}",
         "[head]", f"tied = {_b(rng.random() < 0.5)}",
         "[weights]", 'source = "random"', f"seed = {seed}", "std = 1.5",
-        "[generate]", f"steps = {rng.randint(1, max_seq - 1)}",
+        "[generate]", f"steps = {rng.randint(2, max_seq - 1)}",
+        f"temperature = {[0.0, 0.8, 2.0][seed % 3]}", f"top_k = {rng.randint(0, 2)}",
+        f"seed = {seed}",
     ]
     if rng.random() < 0.7:
         lines.append(f"end = {_toml_str(rng.choice(target))}")
@@ -78,7 +81,8 @@ TEMPLATE_CASES = [
     ("live-copy", "copy", "hello", "spread"),
     ("live-copy-unknown", "copy", "hello", "ab7c"),
 ]
-CASES = [c[0] for c in TEMPLATE_CASES] + [f"gen-{seed}" for seed in range(COUNT)]
+CASES = ([c[0] for c in TEMPLATE_CASES] + [f"gen-{seed}" for seed in range(COUNT)]
+         + ["typed-greedy", "typed-uniforms", "typed-top-k"])
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +99,34 @@ def built(tmp_path_factory):
         paths[f"gen-{seed}"] = folder / f"gen-{seed}.xlsx"
         writer.save(builder.build(spec, make_weights(spec), text), paths[f"gen-{seed}"])
     paths["circular"] = _made_circular(build_template("alphabet", folder / "circular.xlsx"))
+    for case, controls in SAMPLING_CASES.items():
+        spec = parse_spec(random_generating_spec(SAMPLED_SEED))
+        paths[case] = folder / f"{case}.xlsx"
+        writer.save(builder.build(spec, make_weights(spec), PROMPT), paths[case])
+        type_controls(paths[case], controls)
     return paths
+
+
+# A decoder-only spec sampling at temperature 2, and what a user types into its controls.
+SAMPLED_SEED = 2
+PROMPT = "".join(parse_spec(random_generating_spec(SAMPLED_SEED)).vocab.tokens[1:3])
+SAMPLING_CASES = {
+    "typed-greedy": {"gen.temperature": 0},
+    "typed-uniforms": {"gen.uniform": [0.999, 0.001, 0.5, 0.999]},
+    "typed-top-k": {"gen.temperature": 5, "gen.top_k": 1},
+}
+
+
+def type_controls(path, controls: dict) -> None:
+    names = read_built(path).names
+    wb = openpyxl.load_workbook(path)
+    for name, value in controls.items():
+        area = names[name]
+        value = value if isinstance(value, list) else [value]
+        assert len(value) == area.nrows
+        for i, v in enumerate(value):
+            wb[area.sheet].cell(area.row + i, area.col).value = v
+    wb.save(path)
 
 
 def _made_circular(path):
@@ -251,3 +282,104 @@ def test_the_reference_decode_is_the_one_pass_over_its_own_output():
         assert fed[start:start + len(generated)] == generated
         chosen = trace["output.ids"].tolist()
         assert chosen[start - 1:start - 1 + len(generated)] == generated
+
+
+# --- sampling ------------------------------------------------------------------------------
+
+def _sampled_spec(**generate):
+    spec = parse_spec(random_generating_spec(SAMPLED_SEED))
+    return replace(spec, generate=replace(spec.generate, **generate))
+
+
+def test_the_sampled_spec_samples():
+    spec = parse_spec(random_generating_spec(SAMPLED_SEED))
+    assert spec.generate.temperature == 2.0 and spec.generate.steps >= 3
+    assert not spec.model.encoder_decoder
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_typed_temperature_zero_is_greedy(engine, built, recomputed):
+    values = open_values(recomputed(engine)["typed-greedy"])
+    workbook = read_built(built["typed-greedy"])
+    assert workbook.spec.generate.temperature == 0
+    spec = _sampled_spec(temperature=0.0)
+    trace = reference.generate(spec, make_weights(spec), PROMPT)[0]
+    assert (trace["output.ids"] == trace["probs"].argmax(axis=-1)).all()
+    assert read_block(values, workbook.names["gen.ids"]).ravel().tolist() == \
+        trace["gen.ids"].tolist()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_typed_uniforms_pick_the_reference_tokens(engine, built, recomputed):
+    """The first uniform near 1 picks a late token, the next near 0 the first likely one."""
+    values = open_values(recomputed(engine)["typed-uniforms"])
+    workbook = read_built(built["typed-uniforms"])
+    us = SAMPLING_CASES["typed-uniforms"]["gen.uniform"]
+    assert list(workbook.spec.generate.uniforms[:len(us)]) == us
+    spec = _sampled_spec(uniforms=workbook.spec.generate.uniforms)
+    trace, generated = reference.generate(spec, make_weights(spec), PROMPT)
+    assert read_block(values, workbook.names["output.ids"]).ravel().tolist() == \
+        trace["output.ids"].tolist()
+    cum = trace["probs.cum"]
+    for p, u in enumerate(us):  # inverse CDF: the first token whose cumulative p exceeds u
+        assert trace["output.ids"][p] == min(int((cum[p] <= u).sum()), cum.shape[1] - 1)
+
+
+def test_uniforms_matter_only_above_temperature_zero():
+    picks = {}
+    for t in (0.0, 2.0):
+        for u in (0.05, 0.5, 0.95):
+            spec = _sampled_spec(temperature=t, uniforms=(u,) * 4)
+            picks[t, u] = tuple(reference.generate(spec, make_weights(spec), PROMPT)[1])
+    assert len({picks[0.0, u] for u in (0.05, 0.5, 0.95)}) == 1
+    assert len({picks[2.0, u] for u in (0.05, 0.5, 0.95)}) > 1
+
+
+def test_top_1_is_greedy_at_any_temperature():
+    spec = _sampled_spec(temperature=5.0, top_k=1)
+    greedy = _sampled_spec(temperature=0.0)
+    assert reference.generate(spec, make_weights(spec), PROMPT)[1] == \
+        reference.generate(greedy, make_weights(greedy), PROMPT)[1]
+
+
+# --- specs -------------------------------------------------------------------------------
+
+GEN = """
+name = "g"
+[vocab]
+set = "lowercase"
+[model]
+max_seq = 4
+d_model = 4
+n_head = 2
+n_layer = 1
+[generate]
+steps = 2
+"""
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("n_layer = 1", "n_layer = 1\ncausal = false"), "[generate] needs model.causal = true"),
+    (("steps = 2", "steps = 4"), "generate.steps must be 1 .. max_seq - 1 (3), not 4"),
+    (("steps = 2", 'steps = 2\nend = "$"'), "generate.end '$' is not one of"),
+    (("steps = 2", 'steps = 2\nstart = "a"'), "generate.start is needed by encoder-decoders"),
+    (("n_layer = 1", "n_layer = 1\nn_enc_layer = 1"), "generate.start is needed"),
+    (("steps = 2", "steps = 2\ntemperature = -1"), "generate.temperature must not be negative"),
+    (("steps = 2", "steps = 2\ntop_k = 28"), "generate.top_k must be 0 (all) .. 27, not 28"),
+    (("[generate]\nsteps = 2", '[target_vocab]\nset = "digits"'), "[target_vocab] is only for"),
+    (("[generate]\nsteps = 2", "n_enc_layer = 1"), "needs a [generate] section"),
+])
+def test_bad_generation_specs_name_the_problem(change, message):
+    with pytest.raises(SpecError) as err:
+        parse_spec(GEN.replace(*change))
+    assert message in str(err.value)
+
+
+def test_an_encoder_decoder_has_its_weights_under_enc_and_dec():
+    spec = parse_spec(GEN.replace("n_layer = 1", "n_layer = 1\nn_enc_layer = 2")
+                      .replace("steps = 2", 'steps = 2\nstart = "a"'))
+    names = set(make_weights(spec))
+    assert {"enc.wte", "enc.h.1.attn.c_attn.weight", "enc.ln_f.weight", "dec.wte",
+            "dec.h.0.cross.c_q.weight", "dec.h.0.cross.c_kv.weight", "dec.h.0.ln_cross.bias",
+            "dec.ln_f.bias"} <= names
+    assert not any(n.startswith("h.") or n.startswith("enc.h.0.cross") for n in names)

@@ -364,17 +364,25 @@ class _Builder:
         if spec.target_vocab is not None:  # the tokens to decode with: logits' header row
             self.vocab = Area(S, logits.row - 1, logits.col, 1, V)
             self.book.name("target_vocab", self.vocab)
-        self.fill("probs.max", mx, lambda i, _: f.row_max(logits.rows_ref(i, S)))
+        scores, exp = logits, lambda i, j, x, m: f.exp_shifted(x, m)  # the softmax's input
+        if self.generation is not None:  # temperature and top-k, in a band of their own
+            scores, exp = self.generation.tempered(flow, logits)
+        self.fill("probs.max", mx, lambda i, _: f.row_max(scores.rows_ref(i, S)))
         ex, sm = self.band(flow, [Slot("probs.exp", V, tokens), Slot("probs.sum", 1, ("sum",))],
                            T)
-        self.fill("probs.exp", ex, lambda i, j: f.exp_shifted(
-            logits.ref(i, j, S), mx.ref(i, 0, S, True)))
+        self.fill("probs.exp", ex, lambda i, j: exp(i, j, scores.ref(i, j, S),
+                                                    mx.ref(i, 0, S, True)))
         self.fill("probs.sum", sm, lambda i, _: f.row_sum(ex.rows_ref(i, S)))
         [probs] = self.band(flow, [Slot("probs", V, tokens)], T)
         self.fill("probs", probs, lambda i, j: f.divide(ex.ref(i, j, S), sm.ref(i, 0, S, True)))
         ids, chars = self.band(flow, [Slot("output.ids", 1, ("id",)),
                                       Slot("output.chars", 1, ("char",))], T)
-        self.fill("output.ids", ids, lambda i, _: f.argmax(logits.rows_ref(i, S), mx.ref(i, 0, S)))
+        def argmax(i: int) -> str:
+            return f.argmax(scores.rows_ref(i, S), mx.ref(i, 0, S))
+
+        choice = argmax if self.generation is None else self.generation.sampled(
+            flow, probs, argmax)  # sampled at a temperature above 0
+        self.fill("output.ids", ids, lambda i, _: choice(i))
         vocab = self.vocab.full_ref(S, absolute=True)
         self.fill("output.chars", chars, lambda i, _: f.token_text(vocab, ids.ref(i, 0, S)),
                   trace=False)

@@ -16,7 +16,7 @@ FUNCTIONS: dict[str, bool] = {
     "AVERAGE": False, "COS": False, "EXACT": False, "EXP": False, "IF": False,
     "IFERROR": False, "INDEX": False, "INT": False, "LEN": False, "MATCH": False,
     "MAX": False, "MID": False, "MIN": False, "MMULT": False, "MOD": False, "OR": False,
-    "PI": False,
+    "PI": False, "RANK": False,
     "POWER": False, "SIN": False, "SQRT": False, "SUM": False, "SUMPRODUCT": False,
     "TANH": False, "VARP": False,
 }
@@ -233,3 +233,30 @@ def generated_text(statuses: list[str], chars: list[str]) -> str:
     """The generated tokens (end token included), the prompt left out."""
     return concat([f'IF(OR({s}="generated",{s}="end"),{c},"")'
                    for s, c in zip(statuses, chars, strict=True)])
+
+
+# --- sampling -------------------------------------------------------------------------
+
+def temper(logit: str, temperature: str) -> str:
+    """logit / temperature; a temperature of 0 (greedy) leaves the logit as it is."""
+    return f"IF({temperature}>0,{logit}/{temperature},{logit})"
+
+
+def in_top_k(x: str, row: str, k: str) -> str:
+    """1 if fewer than k entries of the row are larger than x (k = 0: every entry)."""
+    return f"IF({k}>0,IF(RANK({x},{row})<={k},1,0),1)"
+
+
+def kept_exp(keep: str, x: str, row_max_ref: str) -> str:
+    return f"IF({keep}=1,{exp_shifted(x, row_max_ref)},0)"
+
+
+def at_most(x: str, u: str) -> str:
+    return f"IF({x}<={u},1,0)"
+
+
+def sample_or_argmax(temperature: str, below_row: str, n: int, argmax_body: str) -> str:
+    """Inverse-CDF sampling: the first token whose cumulative probability exceeds the
+    uniform u is the number of cumulative entries <= u (at most the last token, for
+    rounding). A temperature of 0 takes the argmax instead."""
+    return f"IF({temperature}>0,MIN(SUM({below_row}),{n - 1}),{argmax_body})"

@@ -16,7 +16,10 @@ and reads the encoder's output through cross-attention.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from . import formulas as f
+from . import reference
 from .book import FORMULA, NUMBER, Cell
 from .layout import Area, Flow, Slot
 
@@ -28,7 +31,7 @@ class Generation:
         self.b, self.spec, self.m = b, b.spec, b.spec.model
         self.g = b.spec.generate
         self.consts: dict[str, Area] = {}
-        self.status = self.ids = self.chars = None
+        self.status = self.ids = self.chars = self.uniform = None
         self.prompt: Area | None = None  # decoder-only: the prompt's token ids
 
     def decoder_input(self, flow: Flow, ids: Area) -> Area:
@@ -44,9 +47,12 @@ class Generation:
         else:
             self.prompt = ids
         self.controls(flow)
-        self.status, self.ids, self.chars = b.band(flow, [
+        self.status, self.ids, self.chars, self.uniform = b.band(flow, [
             Slot("gen.status", 1, ("status",)), Slot("gen.ids", 1, ("id",)),
-            Slot("gen.chars", 1, ("char",))], b.T)
+            Slot("gen.chars", 1, ("char",)), Slot("gen.uniform", 1, ("uniform u",))], b.T)
+        for i, u in enumerate(reference.uniforms(self.spec)):  # typed-in, editable
+            b.book.put(self.uniform, i, 0, Cell(NUMBER, float(u), "input"))
+        b.book.name("gen.uniform", self.uniform)
         b.chars = self.chars  # the decoder's rows are labelled with what they read
         return b.embeddings(flow, self.ids, b.dec)
 
@@ -67,11 +73,41 @@ class Generation:
         if g.end:
             slots.append(Slot("gen.end_id", 1, (f"end {g.end!r}",)))
             cells.append(Cell(NUMBER, vocab.tokens.index(g.end), "weight"))
+        slots.append(Slot("gen.temperature", 1, ("temperature (0: greedy)",)))
+        cells.append(Cell(NUMBER, g.temperature, "input"))
+        slots.append(Slot("gen.top_k", 1, ("top-k (0: all)",)))
+        cells.append(Cell(NUMBER, g.top_k, "input"))
         areas = self.b.band(flow, slots, 1, positions=False)
         for slot, area, cell in zip(slots, areas, cells, strict=True):
             self.b.book.put(area, 0, 0, cell)
             self.b.book.name(slot.name, area)
             self.consts[slot.name] = area
+
+    def tempered(self, flow: Flow, logits: Area) -> tuple[Area, Callable]:
+        """logits / temperature, and which tokens top-k keeps; returns the softmax's input
+        and its exp formula (0 for a token top-k drops)."""
+        b, S = self.b, flow.sheet
+        tokens = self.spec.out_vocab.tokens
+        scaled, keep = b.band(flow, [Slot("logits.scaled", logits.ncols, tokens),
+                                     Slot("probs.keep", logits.ncols, tokens)], b.T)
+        temp, k = (self.consts[n].ref(0, 0, S, True) for n in ("gen.temperature", "gen.top_k"))
+        b.fill("logits.scaled", scaled, lambda i, j: f.temper(logits.ref(i, j, S), temp))
+        b.fill("probs.keep", keep, lambda i, j: f.in_top_k(
+            scaled.ref(i, j, S), scaled.rows_ref(i, S), k))
+        return scaled, lambda i, j, x, mx: f.kept_exp(keep.ref(i, j, S), x, mx)
+
+    def sampled(self, flow: Flow, probs: Area, argmax: Callable[[int], str]):
+        """Cumulative probabilities and which of them are <= the position's uniform u;
+        returns the choice formula: sampled, or the argmax at temperature 0."""
+        b, S, V = self.b, flow.sheet, probs.ncols
+        tokens = self.spec.out_vocab.tokens
+        cum, below = b.band(flow, [Slot("probs.cum", V, tokens),
+                                   Slot("probs.below", V, tokens)], b.T)
+        b.fill("probs.cum", cum, lambda i, j: f.row_sum(probs.window(i, 0, 1, j + 1).full_ref(S)))
+        b.fill("probs.below", below, lambda i, j: f.at_most(
+            cum.ref(i, j, S), self.uniform.ref(i, 0, S, True)))
+        temp = self.consts["gen.temperature"].ref(0, 0, S, True)
+        return lambda i: f.sample_or_argmax(temp, below.rows_ref(i, S), V, argmax(i))
 
     def feed_back(self, chosen: Area, here: str) -> str:
         """Fill the generation band from the chosen tokens; returns output_text's formula."""

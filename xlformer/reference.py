@@ -127,9 +127,38 @@ def decoder(spec: Spec, params: Params, ids, out: Trace, memory=None):  # [T] ->
         x = record_norm(out, f"{p}ln_f", x, params, m.ln_eps)
     w = params[f"{p}wte"].T if spec.head.tied else params["lm_head.weight"]
     logits = out["logits"] = linear(x, w, params.get("lm_head.bias"))
-    out["probs.max"], out["probs.exp"], out["probs.sum"], out["probs"] = softmax(logits)
-    out["output.ids"] = np.argmax(logits, axis=-1)
+    if spec.generate is None:
+        out["probs.max"], out["probs.exp"], out["probs.sum"], out["probs"] = softmax(logits)
+        out["output.ids"] = np.argmax(logits, axis=-1)
+    else:
+        out["output.ids"] = sample(spec, logits, out)
     return logits
+
+
+def uniforms(spec: Spec) -> np.ndarray:  # -> [T]
+    """The uniform numbers that drive sampling, one per position: the workbook's, or the
+    spec seed's (rounded as the sheet holds them)."""
+    g, T = spec.generate, spec.model.max_seq
+    if g.uniforms:
+        return np.array(g.uniforms, dtype=np.float64)
+    raw = np.random.default_rng(g.seed).random(T)
+    return np.array([float(f"{u:.15g}") for u in raw])
+
+
+def sample(spec: Spec, logits, out: Trace):  # [T, V] -> ids [T]
+    """Temperature, top-k and inverse-CDF sampling with the spec's uniforms; greedy
+    (argmax) at temperature 0."""
+    g, V = spec.generate, logits.shape[-1]
+    scaled = out["logits.scaled"] = logits / g.temperature if g.temperature > 0 else logits
+    larger = (scaled[:, None, :] > scaled[:, :, None]).sum(axis=-1)  # [T, V]
+    keep = out["probs.keep"] = (larger < g.top_k if g.top_k > 0 else np.ones_like(scaled)) * 1.0
+    out["probs.max"], out["probs.exp"], out["probs.sum"], probs = softmax(scaled, keep > 0)
+    out["probs"] = probs
+    cum = out["probs.cum"] = np.cumsum(probs, axis=-1)
+    below = out["probs.below"] = (cum <= uniforms(spec)[:, None]) * 1.0
+    if g.temperature == 0:
+        return np.argmax(scaled, axis=-1)
+    return np.minimum(below.sum(axis=-1), V - 1).astype(int)
 
 
 def generate(spec: Spec, params: Params, text: str) -> tuple[Trace, list[int]]:

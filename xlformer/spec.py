@@ -106,6 +106,10 @@ class Generate:
     steps: int  # tokens generated after the prompt (decoder-only) or the start token
     end: str = ""  # a target token that stops generation; "" for none
     start: str = ""  # encoder-decoder: the decoder's first input token
+    temperature: float = 0.0  # logits / temperature before the softmax; 0: greedy argmax
+    top_k: int = 0  # sample among the k most likely tokens; 0: among all
+    seed: int = 0  # seeds the uniform numbers that drive sampling, one per position
+    uniforms: tuple[float, ...] = ()  # read back from a workbook's cells; () = from seed
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,8 @@ _MODEL_KEYS = {
     "positions": str, "binary_codes": list, "causal": bool, "scale": bool,
     "residual": bool, "bias": bool, "n_enc_layer": int,
 }
-_GENERATE_KEYS = {"steps": int, "end": str, "start": str}
+_GENERATE_KEYS = {"steps": int, "end": str, "start": str, "temperature": float,
+                  "top_k": int, "seed": int}
 _HEAD_KEYS = {"tied": bool, "bias": bool}
 _WEIGHT_KEYS = {
     "source": str, "task": str, "sharpness": float, "seed": int, "std": float, "file": str,
@@ -291,7 +296,12 @@ def _check_model(m: Model) -> None:
 def _generate(table: dict, m: Model, vocab: Vocab) -> Generate:
     if "steps" not in table:
         table["steps"] = m.max_seq - 1
+    table["temperature"] = float(table.get("temperature", 0.0))
     gen = Generate(**table)
+    if gen.temperature < 0:
+        raise SpecError(f"generate.temperature must not be negative, not {gen.temperature}")
+    if not 0 <= gen.top_k <= len(vocab):
+        raise SpecError(f"generate.top_k must be 0 (all) .. {len(vocab)}, not {gen.top_k}")
     if not m.causal:
         raise SpecError("[generate] needs model.causal = true: a position may only read "
                         "the positions before it")
