@@ -81,8 +81,13 @@ TEMPLATE_CASES = [
     ("live-copy", "copy", "hello", "spread"),
     ("live-copy-unknown", "copy", "hello", "ab7c"),
 ]
+# Teacher forcing, switched on by typing a target: (template, source or prompt, target)
+TEACHER_CASES = {
+    "teach-copy": ("copy", "hello", "help$"),
+    "teach-alphabet": ("alphabet", "abc", "dexg"),
+}
 CASES = ([c[0] for c in TEMPLATE_CASES] + [f"gen-{seed}" for seed in range(COUNT)]
-         + ["typed-greedy", "typed-uniforms", "typed-top-k"])
+         + ["typed-greedy", "typed-uniforms", "typed-top-k", *TEACHER_CASES])
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +104,9 @@ def built(tmp_path_factory):
         paths[f"gen-{seed}"] = folder / f"gen-{seed}.xlsx"
         writer.save(builder.build(spec, make_weights(spec), text), paths[f"gen-{seed}"])
     paths["circular"] = _made_circular(build_template("alphabet", folder / "circular.xlsx"))
+    for case, (template, text, target) in TEACHER_CASES.items():
+        paths[case] = build_template(template, folder / f"{case}.xlsx", text)
+        type_controls(paths[case], {"target_text": target})
     for case, controls in SAMPLING_CASES.items():
         spec = parse_spec(random_generating_spec(SAMPLED_SEED))
         paths[case] = folder / f"{case}.xlsx"
@@ -182,6 +190,9 @@ def test_generation_matches_the_step_by_step_decode(case, engine, built, recompu
     ("live-copy", "spread$", "s" + "gggggge"),
     ("copy-long", "abcdefg", "s" + "g" * 7),
     ("live-copy-unknown", "ab$", "s" + "gge" + "uuuu"),
+    # teacher forcing: the true target is fed (t), output_text is what the model predicts
+    ("teach-copy", "hello", "s" + "tttt" + "uuu"),
+    ("teach-alphabet", "defy", "ppp" + "ttt" + "uu"),
 ])
 def test_typed_text_regenerates_live(case, generated, status, engine, built, recomputed):
     """What a user sees after typing, with no rebuild: the continuation and each
@@ -193,6 +204,19 @@ def test_typed_text_regenerates_live(case, generated, status, engine, built, rec
     assert reference.decode(workbook.spec.out_vocab, ids) == generated
     roles = read_block(values, workbook.names["gen.status"]).ravel().tolist()
     assert "".join(r[0] for r in roles) == status
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_teacher_forcing_scores_each_position_against_the_target(engine, built, recomputed):
+    """copy predicts the source 'hello' while the target is 'help$': positions 3 and 4
+    are wrong and cost a lot, the first three are right and cost almost nothing."""
+    values = open_values(recomputed(engine)["teach-copy"])
+    names = read_built(built["teach-copy"]).names
+    loss = read_block(values, names["teacher.loss"]).ravel()
+    assert read_block(values, names["teacher.scored"]).ravel().tolist() == [1] * 5 + [0] * 3
+    assert max(loss[:3]) < 0.05 and min(loss[3:5]) > 5 and not loss[5:].any()
+    mean = cell_value(values, names["teacher.mean_loss"])
+    assert mean == pytest.approx(loss.sum() / 5, rel=1e-12)
 
 
 def test_a_circular_layout_shows_errors_in_libreoffice(built, recomputed):

@@ -387,7 +387,7 @@ class _Builder:
         self.fill("output.chars", chars, lambda i, _: f.token_text(vocab, ids.ref(i, 0, S)),
                   trace=False)
         if self.generation is not None:
-            text = self.generation.feed_back(ids, S)
+            text = self.generation.feed_back(flow, ids, chars, mx, sm)
         else:
             text = f.concat([chars.ref(i, 0, S) for i in range(T)])
         out = self.scalar("output_text", S, 2, Cell(FORMULA, f.prepare(text), "output"),

@@ -16,7 +16,7 @@ FUNCTIONS: dict[str, bool] = {
     "AVERAGE": False, "COS": False, "EXACT": False, "EXP": False, "IF": False,
     "IFERROR": False, "INDEX": False, "INT": False, "LEN": False, "MATCH": False,
     "MAX": False, "MID": False, "MIN": False, "MMULT": False, "MOD": False, "OR": False,
-    "PI": False, "RANK": False,
+    "PI": False, "RANK": False, "LN": False,
     "POWER": False, "SIN": False, "SQRT": False, "SUM": False, "SUMPRODUCT": False,
     "TANH": False, "VARP": False,
 }
@@ -196,7 +196,7 @@ def prompt_len(text: str, max_seq: int) -> str:
 
 
 def gen_status(pos: int, prompt_len: str | None, steps: str, prev_status: str,
-               prev_choice: str, end_id: str | None) -> str:
+               prev_choice: str, end_id: str | None, target: str) -> str:
     """What position `pos` (>= 1) holds: "prompt", "generated", "end" or "unused".
 
     A position is generated while fewer than `steps` tokens have been and the token
@@ -204,9 +204,12 @@ def gen_status(pos: int, prompt_len: str | None, steps: str, prev_status: str,
     start token of an encoder-decoder's decoder)."""
     body = '"generated"' if end_id is None else f'IF({prev_choice}={end_id},"end","generated")'
     body = f'IF(OR({prev_status}="unused",{prev_status}="end"),"unused",{body})'
+    L = "1" if prompt_len is None else prompt_len
+    teacher = f'IF({pos}-{L}<LEN({target})-1,"target","unused")'
     if prompt_len is None:
-        return f'IF({pos}>{steps},"unused",{body})'
-    return f'IF({pos}<{prompt_len},"prompt",IF({pos}>={prompt_len}+{steps},"unused",{body}))'
+        return f'IF(LEN({target})>0,{teacher},IF({pos}>{steps},"unused",{body}))'
+    return (f'IF({pos}<{L},"prompt",IF(LEN({target})>0,IF({L}=0,"unused",{teacher}),'
+            f'IF({pos}>={L}+{steps},"unused",{body})))')
 
 
 def first_status(prompt_len: str) -> str:
@@ -218,10 +221,12 @@ def start_status() -> str:
     return '"start"'
 
 
-def fed_token(status: str, prompt_id: str | None, pad_id: str, prev_choice: str | None) -> str:
-    """The token a position reads: the prompt's, padding when unused, else the previous
-    position's choice."""
-    body = pad_id if prev_choice is None else f'IF({status}="unused",{pad_id},{prev_choice})'
+def fed_token(status: str, prompt_id: str | None, pad_id: str, prev_choice: str | None,
+              prev_label: str | None) -> str:
+    """The token a position reads: the prompt's, padding when unused, the previous
+    position's label under teacher forcing, else the previous position's choice."""
+    body = pad_id if prev_choice is None else (
+        f'IF({status}="unused",{pad_id},IF({status}="target",{prev_label},{prev_choice}))')
     return body if prompt_id is None else f'IF({status}="prompt",{prompt_id},{body})'
 
 
@@ -229,10 +234,35 @@ def fed_char(status: str, vocab_row: str, token: str) -> str:
     return f'IF({status}="unused","",{token_text(vocab_row, token)})'
 
 
-def generated_text(statuses: list[str], chars: list[str]) -> str:
-    """The generated tokens (end token included), the prompt left out."""
-    return concat([f'IF(OR({s}="generated",{s}="end"),{c},"")'
-                   for s, c in zip(statuses, chars, strict=True)])
+def generated_text(statuses: list[str], chars: list[str], labels: list[str],
+                   predicted: list[str]) -> str:
+    """The generated tokens (end token included), the prompt left out; under teacher
+    forcing, what the model predicts at each scored position."""
+    return concat([f'IF(OR({s}="generated",{s}="end"),{c},"")&IF({lab}="","",{p})'
+                   for s, c, lab, p in zip(statuses, chars, labels, predicted, strict=True)])
+
+
+# --- teacher forcing ------------------------------------------------------------------
+
+def label_char(target: str, pos: int, prompt_len: str) -> str:
+    """The target character position `pos` is scored against: target[pos - L + 1]."""
+    return (f'IF({prompt_len}=0,"",IF({pos}+1<{prompt_len},"",'
+            f'IF({pos}-{prompt_len}+1>=LEN({target}),"",MID({target},{pos}-{prompt_len}+2,1))))')
+
+
+def scored(label: str) -> str:
+    return f'IF({label}="",0,1)'
+
+
+def cross_entropy(scored_ref: str, row_sum_ref: str, row_max_ref: str, row: str,
+                  label_id: str) -> str:
+    """-ln p(label) as log-softmax, ln(sum) + max - x[label]: finite where p underflows."""
+    return (f"IF({scored_ref}=1,LN({row_sum_ref})+{row_max_ref}"
+            f"-INDEX({row},1,{label_id}+1),0)")
+
+
+def mean_loss(losses: str, scored_col: str) -> str:
+    return f"SUM({losses})/MAX(1,SUM({scored_col}))"
 
 
 # --- sampling -------------------------------------------------------------------------

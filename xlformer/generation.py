@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from . import formulas as f
 from . import reference
-from .book import FORMULA, NUMBER, Cell
+from .book import FORMULA, NUMBER, TEXT, Cell
 from .layout import Area, Flow, Slot
 
 
@@ -53,6 +53,10 @@ class Generation:
         for i, u in enumerate(reference.uniforms(self.spec)):  # typed-in, editable
             b.book.put(self.uniform, i, 0, Cell(NUMBER, float(u), "input"))
         b.book.name("gen.uniform", self.uniform)
+        V = len(self.spec.out_vocab)
+        self.labels, self.label_ids, self.label_onehot = b.band(flow, [
+            Slot("teacher.chars", 1, ("target",)), Slot("teacher.ids", 1, ("id",)),
+            Slot("teacher.onehot", V, self.spec.out_vocab.tokens)], b.T)
         b.chars = self.chars  # the decoder's rows are labelled with what they read
         return b.embeddings(flow, self.ids, b.dec)
 
@@ -73,6 +77,8 @@ class Generation:
         if g.end:
             slots.append(Slot("gen.end_id", 1, (f"end {g.end!r}",)))
             cells.append(Cell(NUMBER, vocab.tokens.index(g.end), "weight"))
+        slots.append(Slot("target_text", 1, ("teacher-forcing target",)))
+        cells.append(Cell(TEXT, g.target, "input"))
         slots.append(Slot("gen.temperature", 1, ("temperature (0: greedy)",)))
         cells.append(Cell(NUMBER, g.temperature, "input"))
         slots.append(Slot("gen.top_k", 1, ("top-k (0: all)",)))
@@ -92,6 +98,7 @@ class Generation:
                                      Slot("probs.keep", logits.ncols, tokens)], b.T)
         temp, k = (self.consts[n].ref(0, 0, S, True) for n in ("gen.temperature", "gen.top_k"))
         b.fill("logits.scaled", scaled, lambda i, j: f.temper(logits.ref(i, j, S), temp))
+        self.scaled = scaled
         b.fill("probs.keep", keep, lambda i, j: f.in_top_k(
             scaled.ref(i, j, S), scaled.rows_ref(i, S), k))
         return scaled, lambda i, j, x, mx: f.kept_exp(keep.ref(i, j, S), x, mx)
@@ -109,29 +116,55 @@ class Generation:
         temp = self.consts["gen.temperature"].ref(0, 0, S, True)
         return lambda i: f.sample_or_argmax(temp, below.rows_ref(i, S), V, argmax(i))
 
-    def feed_back(self, chosen: Area, here: str) -> str:
-        """Fill the generation band from the chosen tokens; returns output_text's formula."""
+    def feed_back(self, flow: Flow, chosen: Area, predicted: Area, mx: Area, sm: Area) -> str:
+        """Fill the generation band from the chosen tokens, and the teacher-forcing labels
+        and loss; returns output_text's formula."""
         b, S = self.b, self.status.sheet
         c = {k: a.ref(0, 0, S, absolute=True) for k, a in self.consts.items()}
-        plen, end = c.get("gen.prompt_len"), c.get("gen.end_id")
+        plen, end, target = c.get("gen.prompt_len"), c.get("gen.end_id"), c["target_text"]
+        vocab = b.vocab.full_ref(S, absolute=True)
+        b.fill("teacher.chars", self.labels, lambda i, _: f.label_char(
+            target, i, plen or "1"), trace=False)
+        b.fill("teacher.onehot", self.label_onehot, lambda i, j: f.one_hot(
+            self.labels.ref(i, 0, S), b.vocab.ref(0, j, S, absolute=True)))
+        b.fill("teacher.ids", self.label_ids, lambda i, _: f.token_id(
+            self.label_onehot.rows_ref(i, S), c["gen.pad_id"]))
 
         def status(i: int, _: int) -> str:
             if i == 0:
                 return f.first_status(plen) if plen else f.start_status()
             return f.gen_status(i, plen, c["gen.steps"], self.status.ref(i - 1, 0, S),
-                                chosen.ref(i - 1, 0, S), end)
+                                chosen.ref(i - 1, 0, S), end, target)
 
         def token(i: int, _: int) -> str:
             if i == 0 and not plen:
                 return f.copy(c["gen.start_id"])
             prompt = self.prompt.ref(i, 0, S) if plen else None
             prev = chosen.ref(i - 1, 0, S) if i else None
-            return f.fed_token(self.status.ref(i, 0, S), prompt, c["gen.pad_id"], prev)
+            label = self.label_ids.ref(i - 1, 0, S) if i else None
+            return f.fed_token(self.status.ref(i, 0, S), prompt, c["gen.pad_id"], prev, label)
 
-        vocab = b.vocab.full_ref(S, absolute=True)
         b.fill("gen.status", self.status, status, trace=False)
         b.fill("gen.ids", self.ids, token)
         b.fill("gen.chars", self.chars, lambda i, _: f.fed_char(
             self.status.ref(i, 0, S), vocab, self.ids.ref(i, 0, S)), trace=False)
-        return f.generated_text([self.status.ref(i, 0, here) for i in range(b.T)],
-                                [self.chars.ref(i, 0, here) for i in range(b.T)])
+        self.loss(flow, mx, sm)
+        here, T = flow.sheet, b.T
+        return f.generated_text([self.status.ref(i, 0, here) for i in range(T)],
+                                [self.chars.ref(i, 0, here) for i in range(T)],
+                                [self.labels.ref(i, 0, here) for i in range(T)],
+                                [predicted.ref(i, 0, here) for i in range(T)])
+
+    def loss(self, flow: Flow, mx: Area, sm: Area) -> None:
+        """Teacher forcing's per-position cross-entropy against the target, and its mean."""
+        b, S = self.b, flow.sheet
+        scored, loss, mean = b.band(flow, [
+            Slot("teacher.scored", 1, ("scored",)), Slot("teacher.loss", 1, ("-ln p(target)",)),
+            Slot("teacher.mean_loss", 1, ("mean loss",))], b.T)
+        mean = mean.window(0, 0, 1, 1)
+        b.fill("teacher.scored", scored, lambda i, _: f.scored(self.labels.ref(i, 0, S)))
+        b.fill("teacher.loss", loss, lambda i, _: f.cross_entropy(
+            scored.ref(i, 0, S), sm.ref(i, 0, S), mx.ref(i, 0, S),
+            self.scaled.rows_ref(i, S), self.label_ids.ref(i, 0, S)))
+        b.fill("teacher.mean_loss", mean, lambda i, _: f.mean_loss(
+            loss.full_ref(S), scored.full_ref(S)))

@@ -81,7 +81,8 @@ def _sampling_as_typed(wb, names: dict[str, Area], spec: Spec) -> Spec:
         g = replace(spec.generate,
                     temperature=float(cell_value(wb, names["gen.temperature"])),
                     top_k=int(cell_value(wb, names["gen.top_k"])),
-                    uniforms=tuple(map(float, read_block(wb, names["gen.uniform"]).ravel())))
+                    uniforms=tuple(map(float, read_block(wb, names["gen.uniform"]).ravel())),
+                    target=str(cell_value(wb, names["target_text"]) or ""))
     except (KeyError, TypeError, ValueError) as e:
         raise NotAWorkbook(f"the sampling cells of {spec.name} are not numbers: {e}") from None
     return replace(spec, generate=g)

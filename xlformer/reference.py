@@ -178,10 +178,15 @@ def generate(spec: Spec, params: Params, text: str) -> tuple[Trace, list[int]]:
         prompt = [vocab.tokens.index(g.start)]
     else:
         prompt = list(ids[:min(len(text), T)])
+    L = len(prompt)
     fed = np.full(T, vocab.pad_id)
-    fed[:len(prompt)] = prompt
+    fed[:L] = prompt
+    labels, scored = teacher_labels(spec, L, out)
     generated: list[int] = []
-    for p in range(len(prompt), min(len(prompt) + g.steps, T)):
+    if g.target and L:  # teacher forcing: the target shifted right, all positions at once
+        for p in range(L, min(L + len(g.target) - 1, T)):
+            fed[p] = labels[p - 1]
+    for p in range(L, 0 if g.target else min(L + g.steps, T)):
         if p == 0 or (generated and g.end and generated[-1] == vocab.tokens.index(g.end)):
             break
         step: Trace = {}
@@ -190,7 +195,31 @@ def generate(spec: Spec, params: Params, text: str) -> tuple[Trace, list[int]]:
         generated.append(int(fed[p]))
     out["gen.ids"] = fed
     decoder(spec, params, fed, out, memory)
+    teacher_loss(out, labels, scored)
+    if g.target:  # what the model predicts where it is scored
+        generated = [int(t) for t, s in zip(out["output.ids"], scored, strict=True) if s]
     return out, generated
+
+
+def teacher_labels(spec: Spec, prompt_len: int, out: Trace):  # -> labels [T], scored [T]
+    """Teacher forcing's labels: position p should predict target[p - prompt_len + 1]."""
+    g, T, vocab = spec.generate, spec.model.max_seq, spec.out_vocab
+    chars = [g.target[k] if prompt_len and 0 <= (k := p - prompt_len + 1) < len(g.target)
+             else None for p in range(T)]
+    out["teacher.onehot"] = np.array([[float(c == t) for t in vocab.tokens] for c in chars])
+    index = {t: i for i, t in enumerate(vocab.tokens)}
+    labels = out["teacher.ids"] = np.array([index.get(c, vocab.pad_id) for c in chars])
+    return labels, np.array([c is not None for c in chars])
+
+
+def teacher_loss(out: Trace, labels, scored) -> None:
+    """Cross-entropy -log p(label) of the probabilities shown, as log-softmax:
+    ln(sum) + max - x[label], which stays finite where p underflows to 0."""
+    x = out["logits.scaled"][np.arange(len(labels)), labels]
+    loss = np.log(out["probs.sum"][:, 0]) + out["probs.max"][:, 0] - x
+    out["teacher.scored"] = scored * 1.0
+    out["teacher.loss"] = np.where(scored, loss, 0.0)
+    out["teacher.mean_loss"] = np.array([[out["teacher.loss"].sum() / max(1, scored.sum())]])
 
 
 def positional(spec: Spec, params: Params, p: str = "") -> np.ndarray | None:

@@ -110,6 +110,7 @@ class Generate:
     top_k: int = 0  # sample among the k most likely tokens; 0: among all
     seed: int = 0  # seeds the uniform numbers that drive sampling, one per position
     uniforms: tuple[float, ...] = ()  # read back from a workbook's cells; () = from seed
+    target: str = ""  # teacher forcing: the decoder reads this target instead of its choices
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ _MODEL_KEYS = {
     "residual": bool, "bias": bool, "n_enc_layer": int,
 }
 _GENERATE_KEYS = {"steps": int, "end": str, "start": str, "temperature": float,
-                  "top_k": int, "seed": int}
+                  "top_k": int, "seed": int, "target": str}
 _HEAD_KEYS = {"tied": bool, "bias": bool}
 _WEIGHT_KEYS = {
     "source": str, "task": str, "sharpness": float, "seed": int, "std": float, "file": str,
