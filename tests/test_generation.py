@@ -217,6 +217,9 @@ def test_teacher_forcing_scores_each_position_against_the_target(engine, built, 
     assert max(loss[:3]) < 0.05 and min(loss[3:5]) > 5 and not loss[5:].any()
     mean = cell_value(values, names["teacher.mean_loss"])
     assert mean == pytest.approx(loss.sum() / 5, rel=1e-12)
+    assert cell_value(values, names["gen.view"]).startswith("Teacher forcing:")
+    generating = open_values(recomputed(engine)["copy-hello"])
+    assert cell_value(generating, names["gen.view"]).startswith("Generation:")
 
 
 def test_a_circular_layout_shows_errors_in_libreoffice(built, recomputed):

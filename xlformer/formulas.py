@@ -244,10 +244,19 @@ def generated_text(statuses: list[str], chars: list[str], labels: list[str],
 
 # --- teacher forcing ------------------------------------------------------------------
 
-def label_char(target: str, pos: int, prompt_len: str) -> str:
-    """The target character position `pos` is scored against: target[pos - L + 1]."""
-    return (f'IF({prompt_len}=0,"",IF({pos}+1<{prompt_len},"",'
-            f'IF({pos}-{prompt_len}+1>=LEN({target}),"",MID({target},{pos}-{prompt_len}+2,1))))')
+def label_char(target: str, pos: int, prompt_len: str | None) -> str:
+    """The target character position `pos` is scored against: target[pos - L + 1], with
+    L the prompt's length (None: the one start token)."""
+    if prompt_len is None:
+        return f'IF({pos}>=LEN({target}),"",MID({target},{pos + 1},1))'
+    L = prompt_len
+    return (f'IF({L}=0,"",IF({pos}+1<{L},"",'
+            f'IF({pos}-{L}+1>=LEN({target}),"",MID({target},{pos}-{L}+2,1))))')
+
+
+def view_note(target: str, generating: str, teaching: str) -> str:
+    """Which view the sheet shows: teacher forcing when a target is typed."""
+    return f'IF(LEN({target})>0,"{teaching}","{generating}")'
 
 
 def scored(label: str) -> str:

@@ -23,6 +23,15 @@ from . import reference
 from .book import FORMULA, NUMBER, TEXT, Cell
 from .layout import Area, Flow, Slot
 
+GENERATING = ("Generation: each position reads the token the sheet chose one row up "
+              "(gen.ids reads output.ids), so the steps follow one another, live. Type a "
+              "target into target_text for teacher forcing.")
+TEACHING = ("Teacher forcing: the decoder reads the target shifted right, not its own "
+            "choices, so all positions are computed at once, as in training, and "
+            "teacher.loss scores each prediction. Clear target_text to generate.")
+CONTRAST = ("Generation feeds the model its own choices, so one mistake changes every later "
+            "step; teacher forcing always feeds the right token and scores each step alone.")
+
 
 class Generation:
     """The decoder's input band of a generating workbook; `builder._Builder` calls it."""
@@ -88,6 +97,11 @@ class Generation:
             self.b.book.put(area, 0, 0, cell)
             self.b.book.name(slot.name, area)
             self.consts[slot.name] = area
+        row = flow.skip(3)
+        target = self.consts["target_text"].ref(0, 0, flow.sheet, absolute=True)
+        note = f.view_note(target, GENERATING, TEACHING)
+        self.b.scalar("gen.view", flow.sheet, row, Cell(FORMULA, f.prepare(note)), "view")
+        self.b.label(flow.sheet, row + 1, 3, CONTRAST)
 
     def tempered(self, flow: Flow, logits: Area) -> tuple[Area, Callable]:
         """logits / temperature, and which tokens top-k keeps; returns the softmax's input
@@ -123,8 +137,8 @@ class Generation:
         c = {k: a.ref(0, 0, S, absolute=True) for k, a in self.consts.items()}
         plen, end, target = c.get("gen.prompt_len"), c.get("gen.end_id"), c["target_text"]
         vocab = b.vocab.full_ref(S, absolute=True)
-        b.fill("teacher.chars", self.labels, lambda i, _: f.label_char(
-            target, i, plen or "1"), trace=False)
+        b.fill("teacher.chars", self.labels, lambda i, _: f.label_char(target, i, plen),
+               trace=False)
         b.fill("teacher.onehot", self.label_onehot, lambda i, j: f.one_hot(
             self.labels.ref(i, 0, S), b.vocab.ref(0, j, S, absolute=True)))
         b.fill("teacher.ids", self.label_ids, lambda i, _: f.token_id(
