@@ -15,16 +15,18 @@ from . import formulas as f
 from . import reference
 from .book import FORMULA, LABEL, NUMBER, TEXT, Book, Cell
 from .layout import Area, Flow, Slot
+from .limits import LimitError
 from .spec import Spec
 from .weights import Params, stack_prefix
 
 INPUT, OUTPUT, WEIGHTS, SPEC = "Input", "Output", "Weights", "Spec"
 ECHO_ROW = 3  # Input sheet row that shows the output text beside the input
+JOIN_PART = 256  # characters joined per formula in a long output text
 
 
 def layer_sheet(i: int, stack: str = "") -> str:
-    """Layer0, ... for a decoder-only model; Enc0, ... and Dec0, ... for an encoder-decoder."""
-    return {"": "Layer", "enc.": "Enc", "dec.": "Dec"}[stack] + str(i)
+    """Layer0, ... for a decoder-only model; Encoder0, ... and Decoder0, ... for an encoder-decoder."""
+    return {"": "Layer", "enc.": "Encoder", "dec.": "Decoder"}[stack] + str(i)
 
 
 def build(spec: Spec, params: Params, text: str) -> Book:
@@ -86,9 +88,12 @@ class _Builder:
     def fill(self, name: str, area: Area, body: Callable[[int, int], str],
              trace: bool = True) -> Area:
         """Write a formula into every cell of a block and name the block."""
-        for i in range(area.nrows):
-            for j in range(area.ncols):
-                self.book.put(area, i, j, Cell(FORMULA, f.prepare(body(i, j))))
+        try:
+            for i in range(area.nrows):
+                for j in range(area.ncols):
+                    self.book.put(area, i, j, Cell(FORMULA, f.prepare(body(i, j))))
+        except LimitError as e:
+            raise LimitError(f"block {name}: {e}") from None
         if trace:
             self.book.block(name, area)
         else:
@@ -389,11 +394,28 @@ class _Builder:
         if self.generation is not None:
             text = self.generation.feed_back(flow, ids, chars, mx, sm)
         else:
-            text = f.concat([chars.ref(i, 0, S) for i in range(T)])
+            text = self.joined(flow, chars)
         out = self.scalar("output_text", S, 2, Cell(FORMULA, f.prepare(text), "output"),
                           "output text")
         echo = Cell(FORMULA, f.prepare(f.copy(out.ref(0, 0, INPUT, True))), "output")
         self.book.sheet(INPUT).put(ECHO_ROW, 3, echo)
+
+    def joined(self, flow: Flow, chars: Area) -> str:
+        """All characters in one formula. A long output is joined in parts first, so no
+        formula grows past Excel's 8,192 characters, however many positions there are."""
+        S, n = flow.sheet, chars.nrows
+        refs = [chars.ref(i, 0, S) for i in range(n)]
+        if n <= JOIN_PART:
+            return f.concat(refs)
+        starts = range(0, n, JOIN_PART)
+        [parts] = self.band(flow, [Slot("output.text_parts", 1, ("text",))], len(starts),
+                            positions=False)
+        for k, start in enumerate(starts):
+            self.label(S, parts.row + k, 1, f"pos {start}-{min(start + JOIN_PART, n) - 1}",
+                       "header")
+        self.fill("output.text_parts", parts,
+                  lambda k, _: f.concat(refs[starts[k]:starts[k] + JOIN_PART]), trace=False)
+        return f.concat([parts.ref(k, 0, S) for k in range(len(starts))])
 
     def logit_formula(self, x: Area, S: str) -> Callable[[int, int], str]:
         """Tied: x . wte[v] (two rows, SUMPRODUCT). Untied: x @ lm_head[:, v] (+ bias)."""

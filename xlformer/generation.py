@@ -10,7 +10,7 @@ order. `gen.status` says what each position holds: "prompt" (or "start"),
 or past the number of steps), which reads padding.
 
 For an encoder-decoder the input cell is the source: it goes through the encoder
-(sheets Enc0, ...), and the decoder (sheets Dec0, ...) starts from the start token
+(sheets Encoder0, ...), and the decoder (sheets Decoder0, ...) starts from the start token
 and reads the encoder's output through cross-attention.
 """
 
