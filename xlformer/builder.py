@@ -25,7 +25,7 @@ JOIN_PART = 256  # characters joined per formula in a long output text
 
 
 def layer_sheet(i: int, stack: str = "") -> str:
-    """Layer0, ... for a decoder-only model; Encoder0, ... and Decoder0, ... for an encoder-decoder."""
+    """Layer0, ... (decoder-only); Encoder0, ... and Decoder0, ... (encoder-decoder)."""
     return {"": "Layer", "enc.": "Encoder", "dec.": "Decoder"}[stack] + str(i)
 
 
