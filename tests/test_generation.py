@@ -410,3 +410,14 @@ def test_an_encoder_decoder_has_its_weights_under_enc_and_dec():
             "dec.h.0.cross.c_q.weight", "dec.h.0.cross.c_kv.weight", "dec.h.0.ln_cross.bias",
             "dec.ln_f.bias"} <= names
     assert not any(n.startswith("h.") or n.startswith("enc.h.0.cross") for n in names)
+
+
+@pytest.mark.parametrize("seed", range(COUNT))
+def test_builder_blocks_are_the_reference_trace_names(seed):
+    spec = parse_spec(random_generating_spec(seed))
+    params = make_weights(spec)
+    book = builder.build(spec, params, "")
+    assert set(book.blocks) == set(reference.forward(spec, params, ""))
+    if spec.model.encoder_decoder:
+        assert {"enc.h.0.attn.head0.weights", "dec.h.0.cross.head0.weights",
+                "dec.h.0.attn.head0.weights"} <= set(book.blocks)
