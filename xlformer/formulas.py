@@ -266,7 +266,7 @@ def label_char(target: str, pos: int, prompt_len: str | None) -> str:
 
 def view_note(target: str, generating: str, teaching: str) -> str:
     """Which view the sheet shows: teacher forcing when a target is typed."""
-    return f'IF(LEN({target})>0,"{teaching}","{generating}")'
+    return f"IF(LEN({target})>0,{string(teaching)},{string(generating)})"
 
 
 def scored(label: str) -> str:

@@ -161,7 +161,8 @@ def sample(spec: Spec, logits, out: Trace):  # [T, V] -> ids [T]
     return np.minimum(below.sum(axis=-1), V - 1).astype(int)
 
 
-def generate(spec: Spec, params: Params, text: str) -> tuple[Trace, list[int]]:
+def generate(spec: Spec, params: Params, text: str,
+             fed: np.ndarray | None = None) -> tuple[Trace, list[int]]:
     """Greedy decoding, one step at a time, the way the sheet's formulas define it.
 
     The decoder's input starts with the prompt (decoder-only: the input text; encoder-
@@ -169,6 +170,7 @@ def generate(spec: Spec, params: Params, text: str) -> tuple[Trace, list[int]]:
     feeds the token chosen at the last fed position to the next one, until `steps`
     tokens, the end token or max_seq. Positions never fed read as padding ("unused").
     Returns the trace of a run over the final sequence and the generated token ids.
+    `fed` replays a given sequence instead (verify measures rounding on the same decode).
     """
     g, T, vocab = spec.generate, spec.model.max_seq, spec.out_vocab
     out: Trace = {}
@@ -179,6 +181,8 @@ def generate(spec: Spec, params: Params, text: str) -> tuple[Trace, list[int]]:
     else:
         prompt = list(ids[:min(len(text), T)])
     L = len(prompt)
+    if fed is not None:
+        return _replay(spec, params, fed, L, out, memory)
     fed = np.full(T, vocab.pad_id)
     fed[:L] = prompt
     labels, scored = teacher_labels(spec, L, out)
@@ -199,6 +203,14 @@ def generate(spec: Spec, params: Params, text: str) -> tuple[Trace, list[int]]:
     if g.target:  # what the model predicts where it is scored
         generated = [int(t) for t, s in zip(out["output.ids"], scored, strict=True) if s]
     return out, generated
+
+
+def _replay(spec: Spec, params: Params, fed, prompt_len: int, out: Trace, memory):
+    labels, scored = teacher_labels(spec, prompt_len, out)
+    out["gen.ids"] = np.array(fed)
+    decoder(spec, params, out["gen.ids"], out, memory)
+    teacher_loss(out, labels, scored)
+    return out, []
 
 
 def teacher_labels(spec: Spec, prompt_len: int, out: Trace):  # -> labels [T], scored [T]
