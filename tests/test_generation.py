@@ -18,7 +18,6 @@ import openpyxl
 import pytest
 from helpers import build_template, lazy_recalc
 from test_engines import type_text
-from test_random_specs import _b, _toml_str
 
 from xlformer import builder, reference, writer
 from xlformer.reader import cell_value, open_values, read_block, read_built
@@ -28,6 +27,14 @@ from xlformer.verify import compare
 from xlformer.weights import make_weights
 
 COUNT = 6  # random generating specs: even seeds decoder-only, odd ones encoder-decoders
+
+
+def _b(flag: bool) -> str:
+    return "true" if flag else "false"
+
+
+def _toml_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def random_generating_spec(seed: int) -> str:
