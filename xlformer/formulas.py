@@ -244,12 +244,10 @@ def fed_char(status: str, vocab_row: str, token: str) -> str:
     return f'IF({status}="unused","",{token_text(vocab_row, token)})'
 
 
-def generated_text(statuses: list[str], chars: list[str], labels: list[str],
-                   predicted: list[str]) -> str:
-    """The generated tokens (end token included), the prompt left out; under teacher
-    forcing, what the model predicts at each scored position."""
-    return concat([f'IF(OR({s}="generated",{s}="end"),{c},"")&IF({lab}="","",{p})'
-                   for s, c, lab, p in zip(statuses, chars, labels, predicted, strict=True)])
+def shown_char(status: str, char: str, label: str, predicted: str) -> str:
+    """A position's part of output_text: the token it was fed if generated (end token
+    included), under teacher forcing what the model predicts where it is scored."""
+    return f'IF(OR({status}="generated",{status}="end"),{char},"")&IF({label}="","",{predicted})'
 
 
 # --- teacher forcing ------------------------------------------------------------------

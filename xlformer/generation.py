@@ -163,11 +163,12 @@ class Generation:
         b.fill("gen.chars", self.chars, lambda i, _: f.fed_char(
             self.status.ref(i, 0, S), vocab, self.ids.ref(i, 0, S)), trace=False)
         self.loss(flow, mx, sm)
-        here, T = flow.sheet, b.T
-        return f.generated_text([self.status.ref(i, 0, here) for i in range(T)],
-                                [self.chars.ref(i, 0, here) for i in range(T)],
-                                [self.labels.ref(i, 0, here) for i in range(T)],
-                                [predicted.ref(i, 0, here) for i in range(T)])
+        here = flow.sheet
+        [shown] = b.band(flow, [Slot("output.shown", 1, ("char",))], b.T)
+        b.fill("output.shown", shown, lambda i, _: f.shown_char(
+            self.status.ref(i, 0, here), self.chars.ref(i, 0, here),
+            self.labels.ref(i, 0, here), predicted.ref(i, 0, here)), trace=False)
+        return b.joined(flow, shown)
 
     def loss(self, flow: Flow, mx: Area, sm: Area) -> None:
         """Teacher forcing's per-position cross-entropy against the target, and its mean."""
