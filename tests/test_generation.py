@@ -428,3 +428,14 @@ def test_builder_blocks_are_the_reference_trace_names(seed):
     if spec.model.encoder_decoder:
         assert {"enc.h.0.attn.head0.weights", "dec.h.0.cross.head0.weights",
                 "dec.h.0.attn.head0.weights"} <= set(book.blocks)
+
+
+def test_a_long_generation_stays_within_the_formula_limit():
+    """120 positions: output_text joins a column (`output.shown`), not one IF per
+    position (that made 10,560 characters, and the build stopped)."""
+    spec = parse_spec(GEN.replace("max_seq = 4", "max_seq = 120").replace("steps = 2",
+                                                                          "steps = 100"))
+    book = builder.build(spec, make_weights(spec), "ab")
+    area = book.names["output_text"]
+    formula = book.sheets[area.sheet].cells[(area.row, area.col)].value
+    assert "IF(" not in formula and len(formula) < 8192 and "output.shown" in book.names
