@@ -14,6 +14,7 @@ from collections.abc import Callable
 from . import formulas as f
 from . import reference
 from .book import FORMULA, LABEL, NUMBER, TEXT, Book, Cell
+from .generation import Generation
 from .layout import Area, Flow, Slot
 from .limits import LimitError
 from .spec import Spec
@@ -47,7 +48,7 @@ class _Builder:
         self.input_text = ""  # absolute reference to the input cell
         self.dec = stack_prefix(spec, "dec")  # prefix of the decoder's names: "" or "dec."
         self.memory: Area | None = None  # encoder-decoder: the encoder's output
-        self.generation = None  # generation.Generation when the spec generates
+        self.generation: Generation | None = None  # when the spec generates: fed back
         self.flow: Flow | None = None  # the sheet flow of the layer built last
 
     def build(self, text: str) -> Book:
@@ -177,8 +178,7 @@ class _Builder:
         self.fill("input.ids", ids, lambda i, _: f.token_id(onehot.rows_ref(i, S), pad_id_ref))
         self.fill("input.note", notes,
                   lambda i, _: f.input_note(self.input_text, i, onehot.rows_ref(i, S)), trace=False)
-        if self.spec.generate is not None:
-            from .generation import Generation  # the decoder's input is fed back
+        if self.spec.generate is not None:  # the decoder reads back what it chose
             self.generation = Generation(self)
             return self.generation.decoder_input(flow, ids)
         return self.embeddings(flow, ids)
