@@ -59,6 +59,13 @@ def test_a_task_with_nothing_to_hold_out_is_refused():
         train.train(spec, "copy", 1, 0)
 
 
+def test_an_encoder_decoder_is_refused():
+    spec = load_spec(catalog.resolve("copy"))
+    assert spec.model.encoder_decoder
+    with pytest.raises(train.TrainError, match="models without an encoder"):
+        train.train(spec, "copy", 1, 0)
+
+
 def test_sort_follows_the_vocabulary_order():
     spec = parse_spec(SMALL.replace('[" ", "a", "b", "c", "d"]', '[" ", "d", "c", "b", "a"]'))
     assert train.answer(spec, "sort", "abd") == "dba "

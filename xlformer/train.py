@@ -175,6 +175,8 @@ def train(spec: Spec, task: str, steps: int, seed: int, text: str | None = None,
           ) -> Iterator[Progress | Params]:
     """Check the task, then: a Progress per step, and last the trained weights, rounded
     to 15 significant digits as the workbook holds them."""
+    if spec.model.encoder_decoder:
+        raise TrainError("training covers models without an encoder (model.n_enc_layer = 0)")
     rng = np.random.default_rng(seed)
     if task == "lm":
         if text is None:
