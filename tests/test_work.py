@@ -93,7 +93,8 @@ def hand_count() -> dict[str, tuple[int, int]]:
         "pos_emb": (T * D, T * D),  # a copy of wpe
         "embed": (T * D, T * D * 2),
         "h.0.attn.c_attn": (T * 3 * DA, T * 3 * DA * (2 * D + 1)),  # MMULT(row, col) + bias
-        "h.0.attn.heads": (T * DA, T * DA * 2 * T),  # MMULT(weights row, v column)
+        # MMULT(weights row, v column), both cut at 0..i by the causal mask
+        "h.0.attn.heads": (T * DA, DA * 2 * CAUSAL),
         "h.0.attn.c_proj": (T * D, T * D * (2 * DA + 1)),
         "h.0.resid_attn": (T * D, T * D * 2),
         "h.0.mlp.c_fc": (T * FF, T * FF * (2 * D + 1)),
@@ -113,12 +114,13 @@ def hand_count() -> dict[str, tuple[int, int]]:
         head = f"h.0.attn.head{h}"
         count.update({
             **{f"{head}.{part}": (T * HS, T * HS * (2 * D + 1)) for part in "qkv"},
-            f"{head}.scores": (T * T, T * T * (2 * HS + 1)),  # SUMPRODUCT(q, k) * scale
+            # SUMPRODUCT(q, k) * scale; a masked score is the constant 0
+            f"{head}.scores": (T * T, CAUSAL * (2 * HS + 1)),
             f"{head}.max": (T, CAUSAL),  # row i reads keys 0..i
             f"{head}.exp": (T * T, CAUSAL * 2),  # masked entries are the constant 0
             f"{head}.sum": (T, T * T),
             f"{head}.weights": (T * T, T * T * 2),
-            f"{head}.out": (T * HS, T * HS * 2 * T),
+            f"{head}.out": (T * HS, HS * 2 * CAUSAL),
         })
     return count
 
@@ -135,12 +137,38 @@ def test_small_model_multiply_adds():
     assert work.macs(parse_spec(SMALL)) == {
         "embeddings": 0,
         "qkv": T * D * 3 * DA,  # 144
-        "scores": H * T * T * HS,  # 36: every (i, j), masked or not
-        "weighted sums": H * T * T * HS,  # 36
+        "scores": H * CAUSAL * HS,  # 24: (i, j) with j <= i only
+        "weighted sums": H * CAUSAL * HS,  # 24
         "attn proj": T * DA * D,  # 48
+        "cross": 0,
         "mlp": T * (D * FF + FF * D),  # 192
         "logits": T * D * V,  # 36
-        "total": 144 + 36 + 36 + 48 + 192 + 36,
+        "total": 144 + 24 + 24 + 48 + 192 + 36,
+    }
+
+
+def test_encoder_decoder_multiply_adds():
+    spec = parse_spec(SMALL.replace("n_layer = 1", "n_layer = 1\nn_enc_layer = 1") + """
+[target_vocab]
+tokens = ["^", "$", "x", "y"]
+pad = "$"
+[generate]
+start = "^"
+end = "$"
+steps = 2
+""")
+    assert work.macs(spec) == {
+        "embeddings": 0,
+        "qkv": 2 * T * D * 3 * DA,  # 288: encoder and decoder block
+        # the decoder's causal (i, j) pairs, the encoder's all: 4 * (6 + 9)
+        "scores": H * HS * (CAUSAL + T * T),  # 60
+        "weighted sums": H * HS * (CAUSAL + T * T),  # 60
+        "attn proj": 2 * T * DA * D,  # 96
+        # q 48, k and v 96, scores 36 and sums 36 over all source positions, proj 48
+        "cross": 48 + 96 + 36 + 36 + 48,
+        "mlp": 2 * T * (D * FF + FF * D),  # 384
+        "logits": T * D * 4,  # 48: the decoder's head, over its 4 target tokens
+        "total": 288 + 60 + 60 + 96 + 264 + 384 + 48,
     }
 
 

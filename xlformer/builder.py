@@ -12,19 +12,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import formulas as f
+from . import reference
 from .book import FORMULA, LABEL, NUMBER, TEXT, Book, Cell
+from .generation import Generation
 from .layout import Area, Flow, Slot
 from .limits import LimitError
 from .spec import Spec
-from .weights import Params
+from .weights import Params, stack_prefix
 
 INPUT, OUTPUT, WEIGHTS, SPEC = "Input", "Output", "Weights", "Spec"
 ECHO_ROW = 3  # Input sheet row that shows the output text beside the input
 JOIN_PART = 256  # characters joined per formula in a long output text
 
 
-def layer_sheet(i: int) -> str:
-    return f"Layer{i}"
+def layer_sheet(i: int, stack: str = "") -> str:
+    """Layer0, ... (decoder-only); Encoder0, ... and Decoder0, ... (encoder-decoder)."""
+    return {"": "Layer", "enc.": "Encoder", "dec.": "Decoder"}[stack] + str(i)
 
 
 def build(spec: Spec, params: Params, text: str) -> Book:
@@ -40,11 +43,18 @@ class _Builder:
         self.w: dict[str, Area] = {}  # weight blocks by parameter name
         self.const: dict[str, Area] = {}  # spec constants and derived scalars
         self.chars: Area | None = None  # per-position characters, the rows' labels
+        self.source_chars: Area | None = None  # the input text's characters
         self.vocab: Area | None = None  # the vocabulary row that lookups read
         self.input_text = ""  # absolute reference to the input cell
+        self.dec = stack_prefix(spec, "dec")  # prefix of the decoder's names: "" or "dec."
+        self.memory: Area | None = None  # encoder-decoder: the encoder's output
+        self.generation: Generation | None = None  # when the spec generates: fed back
+        self.flow: Flow | None = None  # the sheet flow of the layer built last
 
     def build(self, text: str) -> Book:
-        sheets = [INPUT, *map(layer_sheet, range(self.m.n_layer)), OUTPUT, WEIGHTS, SPEC]
+        enc = [layer_sheet(i, "enc.") for i in range(self.m.n_enc_layer)]
+        dec = [layer_sheet(i, self.dec) for i in range(self.m.n_layer)]
+        sheets = [INPUT, *enc, *dec, OUTPUT, WEIGHTS, SPEC]
         for name in sheets:  # fixes the sheet order
             self.book.sheet(name).widths.update({1: 8, 2: 14})  # labels, captions
         self.spec_sheet()
@@ -58,19 +68,21 @@ class _Builder:
     # --- helpers -----------------------------------------------------------------
 
     def band(self, flow: Flow, slots: list[Slot], nrows: int,
-             positions: bool = True) -> list[Area]:
-        """Place a band of blocks with their titles, column labels and row labels."""
+             positions: bool = True, chars: Area | None = None) -> list[Area]:
+        """Place a band of blocks with their titles, column labels and row labels
+        (the characters of `chars`, by default the current stack's)."""
         title_row, areas = flow.band(slots, nrows)
         sheet = self.book.sheet(flow.sheet)
         for slot, area in zip(slots, areas, strict=True):
             sheet.put(title_row, area.col, Cell(LABEL, slot.name, "title"))
             for j, label in enumerate(slot.labels):
                 sheet.put(title_row + 1, area.col + j, Cell(LABEL, label, "header"))
+        chars = chars or self.chars
         if positions:
             for i in range(nrows):
                 sheet.put(areas[0].row + i, 1, Cell(LABEL, f"pos {i}", "header"))
-                if self.chars is not None and self.chars.sheet != flow.sheet:
-                    body = f.copy(self.chars.ref(i, 0, flow.sheet))
+                if chars is not None and chars.sheet != flow.sheet:
+                    body = f.copy(chars.ref(i, 0, flow.sheet))
                     sheet.put(areas[0].row + i, 2, Cell(FORMULA, f.prepare(body), "label"))
         return areas
 
@@ -126,12 +138,16 @@ class _Builder:
                                rows, positions=False)
             grid = value.reshape(rows, cols)
             for i in range(rows):
-                row_label = self.spec.vocab.tokens[i] if name == "wte" else str(i)
+                row_label = self.token_rows(name)[i] if name.endswith("wte") else str(i)
                 self.book.sheet(WEIGHTS).put(area.row + i, 1, Cell(LABEL, row_label, "header"))
                 for j in range(cols):
                     self.book.put(area, i, j, Cell(NUMBER, float(grid[i, j]), "weight"))
             self.book.name(name, area)
             self.w[name] = area
+
+    def token_rows(self, wte: str) -> tuple[str, ...]:
+        """The tokens an embedding table's rows stand for."""
+        return (self.spec.out_vocab if wte == f"{self.dec}wte" else self.spec.vocab).tokens
 
     def input_sheet(self, text: str) -> Area:
         """Input text -> characters -> one-hot -> token ids -> embeddings."""
@@ -156,31 +172,37 @@ class _Builder:
         pad_ref, pad_id_ref = pad.ref(0, 0, S, True), pad_id.ref(0, 0, S, True)
         self.fill("input.chars", chars, lambda i, _: f.char_at(self.input_text, i, pad_ref),
                   trace=False)
-        self.chars = chars
+        self.chars = self.source_chars = chars
         self.fill("input.onehot", onehot, lambda i, j: f.one_hot(
             chars.ref(i, 0, S), vocab.ref(0, j, S, absolute=True)))
         self.fill("input.ids", ids, lambda i, _: f.token_id(onehot.rows_ref(i, S), pad_id_ref))
         self.fill("input.note", notes,
                   lambda i, _: f.input_note(self.input_text, i, onehot.rows_ref(i, S)), trace=False)
+        if self.spec.generate is not None:  # the decoder reads back what it chose
+            self.generation = Generation(self)
+            return self.generation.decoder_input(flow, ids)
         return self.embeddings(flow, ids)
 
-    def embeddings(self, flow: Flow, ids: Area) -> Area:
+    def embeddings(self, flow: Flow, ids: Area, p: str = "") -> Area:
+        """Token (and position) embeddings of one stack, names prefixed by `p`."""
         m, S = self.m, flow.sheet
-        names = ["tok_emb"] + (["pos_emb", "embed"] if m.positions != "none" else [])
+        names = [p + n for n in ("tok_emb", "pos_emb", "embed")]
+        if m.positions == "none":
+            names = names[:1]
         areas = self.band(flow, [Slot(n, m.d_model, self.dims()) for n in names], self.T)
-        wte = self.w["wte"].full_ref(S, absolute=True)
-        tok = self.fill("tok_emb", areas[0],
+        wte = self.w[f"{p}wte"].full_ref(S, absolute=True)
+        tok = self.fill(names[0], areas[0],
                         lambda i, j: f.lookup(wte, ids.ref(i, 0, S), j))
         if m.positions == "none":
             return tok
-        pos = self.fill("pos_emb", areas[1], self.position_formula(S))
-        return self.fill("embed", areas[2],
+        pos = self.fill(names[1], areas[1], self.position_formula(S, p))
+        return self.fill(names[2], areas[2],
                          lambda i, j: f.add(tok.ref(i, j, S), pos.ref(i, j, S)))
 
-    def position_formula(self, here: str) -> Callable[[int, int], str]:
+    def position_formula(self, here: str, p: str = "") -> Callable[[int, int], str]:
         m = self.m
         if m.positions == "learned":
-            return lambda i, j: f.copy(self.w["wpe"].ref(i, j, here))
+            return lambda i, j: f.copy(self.w[f"{p}wpe"].ref(i, j, here))
         if m.positions == "sinusoidal":
             return lambda i, j: f.sinusoid(i, j, m.d_model)
         first = m.d_model - m.binary_bits  # binary: the code sits in the last dimensions
@@ -189,10 +211,15 @@ class _Builder:
 
     # --- one transformer block ---------------------------------------------------------
 
-    def layer(self, i: int, x: Area) -> Area:
-        flow, p = Flow(layer_sheet(i)), f"h.{i}"
+    def layer(self, i: int, x: Area, stack: str | None = None) -> Area:
+        """Block i of a stack ('' decoder-only, 'enc.' or 'dec.'), on its own sheet."""
+        stack = self.dec if stack is None else stack
+        flow, p = Flow(layer_sheet(i, stack)), f"{stack}h.{i}"
+        self.flow = flow  # the last layer's sheet, where an encoder's final norm goes
         self.label(flow.sheet, flow.skip(2), 1, f"Layer {i} ({p})", "title")
         x = self.sublayer(flow, x, p, "ln_1", "resid_attn", self.attention)
+        if stack == "dec.":
+            x = self.sublayer(flow, x, p, "ln_cross", "resid_cross", self.cross_attention)
         if self.m.mlp:
             x = self.sublayer(flow, x, p, "ln_2", "resid_mlp", self.mlp)
         return x
@@ -239,29 +266,57 @@ class _Builder:
 
     def attention(self, flow: Flow, p: str, x: Area, resid: str) -> tuple[Area, Area | None]:
         m, S, a = self.m, flow.sheet, f"{p}.attn"
-        da, hs = m.d_attn, m.head_size
-        labels = tuple(f"{part}{h}.{c}" for part in "qkv" for h in range(m.n_head)
-                       for c in range(hs))
-        [qkv] = self.band(flow, [Slot(f"{a}.c_attn", 3 * da, labels)], self.T)
+        da = m.d_attn
+        [qkv] = self.band(flow, [Slot(f"{a}.c_attn", 3 * da, self.head_labels("qkv"))], self.T)
         self.linear(f"{a}.c_attn", qkv, x, S)
+        q, k, v = (qkv.window(0, part * da, self.T, da) for part in range(3))
+        return self.heads(flow, a, q, k, v, reference.causal(self.spec, p), resid)
+
+    def cross_attention(self, flow: Flow, p: str, x: Area,
+                        resid: str) -> tuple[Area, Area | None]:
+        """Queries from the decoder's rows, keys and values from the encoder's output.
+
+        c_kv's rows are source positions (labelled with the source's characters): it
+        reads the encoder only, so any decoder step may read all of it."""
+        m, S, a = self.m, flow.sheet, f"{p}.cross"
+        da = m.d_attn
+        [cq] = self.band(flow, [Slot(f"{a}.c_q", da, self.head_labels("q"))], self.T)
+        self.linear(f"{a}.c_q", cq, x, S)
+        [ckv] = self.band(flow, [Slot(f"{a}.c_kv", 2 * da, self.head_labels("kv"))], self.T,
+                          chars=self.source_chars)
+        self.linear(f"{a}.c_kv", ckv, self.memory, S)
+        k, v = (ckv.window(0, part * da, self.T, da) for part in range(2))
+        return self.heads(flow, a, cq, k, v, False, resid)
+
+    def head_labels(self, parts: str) -> tuple[str, ...]:
+        m = self.m
+        return tuple(f"{part}{h}.{c}" for part in parts for h in range(m.n_head)
+                     for c in range(m.head_size))
+
+    def heads(self, flow: Flow, a: str, q: Area, k: Area, v: Area, causal: bool,
+              resid: str) -> tuple[Area, Area | None]:
+        """Every head's softmax band, the heads side by side, c_proj (and room for resid)."""
+        m, S, hs, T = self.m, flow.sheet, self.m.head_size, self.T
         outs = []
         for h in range(m.n_head):
-            q, k, v = (qkv.window(0, part * da + h * hs, self.T, hs) for part in range(3))
-            for part, area in zip("qkv", (q, k, v), strict=True):
+            qh, kh, vh = (t.window(0, h * hs, T, hs) for t in (q, k, v))
+            for part, area in zip("qkv", (qh, kh, vh), strict=True):
                 self.book.block(f"{a}.head{h}.{part}", area)
-            outs.append((self.softmax_band(flow, f"{a}.head{h}", q, k), v))
+            outs.append((self.softmax_band(flow, f"{a}.head{h}", qh, kh, causal), vh))
         heads, proj, *tail = self.band(
-            flow, [Slot(f"{a}.heads", da, labels[2 * da:]),
-                   Slot(f"{a}.c_proj", m.d_model, self.dims()), *self.resid_slots(resid)],
-            self.T)
-        # Head h's output in its own columns: weights row times a column of v.
+            flow, [Slot(f"{a}.heads", m.d_attn, self.head_labels("v")),
+                   Slot(f"{a}.c_proj", m.d_model, self.dims()), *self.resid_slots(resid)], T)
+        # Head h's output in its own columns: weights row times a column of v; under a
+        # causal mask both read positions 0..i only, so no row reads a later one.
+        n = (lambda i: i + 1) if causal else (lambda i: T)
         self.fill(f"{a}.heads", heads, lambda i, j: f.linear(
-            outs[j // hs][0].rows_ref(i, S), outs[j // hs][1].col_ref(j % hs, S), None))
+            outs[j // hs][0].window(i, 0, 1, n(i)).full_ref(S),
+            outs[j // hs][1].window(0, j % hs, n(i), 1).full_ref(S), None))
         for h in range(m.n_head):
-            self.book.block(f"{a}.head{h}.out", heads.window(0, h * hs, self.T, hs))
+            self.book.block(f"{a}.head{h}.out", heads.window(0, h * hs, T, hs))
         return self.linear(f"{a}.c_proj", proj, heads, S), (tail or [None])[0]
 
-    def softmax_band(self, flow: Flow, n: str, q: Area, k: Area) -> Area:
+    def softmax_band(self, flow: Flow, n: str, q: Area, k: Area, causal: bool) -> Area:
         """scores = q.k^T (scaled); weights = softmax(scores), in visible steps. Returns weights."""
         m, S, T = self.m, flow.sheet, self.T
         keys = tuple(map(str, range(T)))
@@ -270,10 +325,11 @@ class _Builder:
             Slot(f"{n}.exp", T, keys), Slot(f"{n}.sum", 1, ("sum",)),
             Slot(f"{n}.weights", T, keys)], T)
         scale = self.const["attn_scale"].ref(0, 0, S, True) if m.scale else None
+        # The causal mask is visible in the ranges: row i reads keys 0..i only, and the
+        # hidden entries are the constant 0.
+        width = (lambda i: i + 1) if causal else (lambda i: T)
         self.fill(f"{n}.scores", scores, lambda i, j: f.scaled_dot(
-            q.rows_ref(i, S), k.rows_ref(j, S), scale))
-        # The causal mask is visible in the ranges: row i's maximum reads keys 0..i only.
-        width = (lambda i: i + 1) if m.causal else (lambda i: T)
+            q.rows_ref(i, S), k.rows_ref(j, S), scale) if j < width(i) else f.zero())
         self.fill(f"{n}.max", mx, lambda i, _: f.row_max(
             scores.window(i, 0, 1, width(i)).full_ref(S)))
         self.fill(f"{n}.exp", ex, lambda i, j: f.exp_shifted(
@@ -301,30 +357,44 @@ class _Builder:
 
     def output_sheet(self, x: Area) -> None:
         """ln_f -> logits -> softmax -> argmax -> characters -> output text."""
-        spec, S, T, V = self.spec, OUTPUT, self.T, len(self.spec.vocab)
+        spec, S, T, V = self.spec, OUTPUT, self.T, len(self.spec.out_vocab)
         self.label(S, 1, 1, "Output", "title")
         flow = Flow(S, top=4)
         if self.m.norm == "pre":
-            x = self.layer_norm(flow, "ln_f", x)
-        tokens = spec.vocab.tokens
+            x = self.layer_norm(flow, f"{self.dec}ln_f", x)
+        tokens = spec.out_vocab.tokens
         logits, mx = self.band(flow, [Slot("logits", V, tokens), Slot("probs.max", 1, ("max",))],
                                T)
         self.fill("logits", logits, self.logit_formula(x, S))
-        self.fill("probs.max", mx, lambda i, _: f.row_max(logits.rows_ref(i, S)))
+        if spec.target_vocab is not None:  # the tokens to decode with: logits' header row
+            self.vocab = Area(S, logits.row - 1, logits.col, 1, V)
+            self.book.name("target_vocab", self.vocab)
+        scores, exp = logits, lambda i, j, x, m: f.exp_shifted(x, m)  # the softmax's input
+        if self.generation is not None:  # temperature and top-k, in a band of their own
+            scores, exp = self.generation.tempered(flow, logits)
+        self.fill("probs.max", mx, lambda i, _: f.row_max(scores.rows_ref(i, S)))
         ex, sm = self.band(flow, [Slot("probs.exp", V, tokens), Slot("probs.sum", 1, ("sum",))],
                            T)
-        self.fill("probs.exp", ex, lambda i, j: f.exp_shifted(
-            logits.ref(i, j, S), mx.ref(i, 0, S, True)))
+        self.fill("probs.exp", ex, lambda i, j: exp(i, j, scores.ref(i, j, S),
+                                                    mx.ref(i, 0, S, True)))
         self.fill("probs.sum", sm, lambda i, _: f.row_sum(ex.rows_ref(i, S)))
         [probs] = self.band(flow, [Slot("probs", V, tokens)], T)
         self.fill("probs", probs, lambda i, j: f.divide(ex.ref(i, j, S), sm.ref(i, 0, S, True)))
         ids, chars = self.band(flow, [Slot("output.ids", 1, ("id",)),
                                       Slot("output.chars", 1, ("char",))], T)
-        self.fill("output.ids", ids, lambda i, _: f.argmax(logits.rows_ref(i, S), mx.ref(i, 0, S)))
+        def argmax(i: int) -> str:
+            return f.argmax(scores.rows_ref(i, S), mx.ref(i, 0, S))
+
+        choice = argmax if self.generation is None else self.generation.sampled(
+            flow, probs, argmax)  # sampled at a temperature above 0
+        self.fill("output.ids", ids, lambda i, _: choice(i))
         vocab = self.vocab.full_ref(S, absolute=True)
         self.fill("output.chars", chars, lambda i, _: f.token_text(vocab, ids.ref(i, 0, S)),
                   trace=False)
-        text = self.joined(flow, chars)
+        if self.generation is not None:
+            text = self.generation.feed_back(flow, ids, chars, mx, sm)
+        else:
+            text = self.joined(flow, chars)
         out = self.scalar("output_text", S, 2, Cell(FORMULA, f.prepare(text), "output"),
                           "output text")
         echo = Cell(FORMULA, f.prepare(f.copy(out.ref(0, 0, INPUT, True))), "output")
@@ -352,7 +422,7 @@ class _Builder:
         b = self.w.get("lm_head.bias")
         bias = (lambda v: None) if b is None else (lambda v: b.ref(0, v, S, True))
         if self.spec.head.tied:
-            wte = self.w["wte"]
+            wte = self.w[f"{self.dec}wte"]
             return lambda i, v: f.with_bias(f.dot(x.rows_ref(i, S), wte.rows_ref(v, S)), bias(v))
         w = self.w["lm_head.weight"]
         return lambda i, v: f.linear(x.rows_ref(i, S), w.col_ref(v, S), bias(v))

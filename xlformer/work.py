@@ -121,20 +121,26 @@ def macs(spec: Spec) -> dict[str, int]:
     """Multiply-adds of one forward pass over all max_seq positions, by part.
 
     Counted: the token and position embeddings (0: they are lookups and an addition),
-    q/k/v, attention scores, the weighted sums of v, the attention projection, the two
-    feed-forward products and the logits. Scores and weighted sums count every (i, j),
-    masked or not, because the workbook computes every score; a causal model could
-    skip almost half of them.
+    q/k/v, attention scores, the weighted sums of v, the attention projection, an
+    encoder-decoder's cross-attention (all of its own q, k/v, scores, sums and
+    projection), the two feed-forward products and the logits. A causal mask halves
+    scores and sums: row i pairs with keys 0..i only, as the workbook computes them;
+    an encoder and cross-attention pair every position with every position.
     """
-    m, T, V = spec.model, spec.model.max_seq, len(spec.vocab)
-    d, da, L = m.d_model, m.d_attn, m.n_layer
+    m, T, V = spec.model, spec.model.max_seq, len(spec.out_vocab)  # V: the head's tokens
+    d, da, hs, H = m.d_model, m.d_attn, m.head_size, m.n_head
+    L, E = m.n_layer, m.n_enc_layer  # decoder (or only) blocks, encoder blocks
+    pairs = T * (T + 1) // 2 if m.causal else T * T  # (i, j) a decoder block computes
+    attend = H * hs * (L * pairs + E * T * T)
+    cross = T * d * da + T * d * 2 * da + 2 * H * T * T * hs + T * da * d
     parts = {
         "embeddings": 0,
-        "qkv": L * T * d * 3 * da,
-        "scores": L * m.n_head * T * T * m.head_size,
-        "weighted sums": L * m.n_head * T * T * m.head_size,
-        "attn proj": L * T * da * d,
-        "mlp": L * T * 2 * d * m.d_ff if m.mlp else 0,
+        "qkv": (L + E) * T * d * 3 * da,
+        "scores": attend,
+        "weighted sums": attend,
+        "attn proj": (L + E) * T * da * d,
+        "cross": L * cross if E else 0,
+        "mlp": (L + E) * T * 2 * d * m.d_ff if m.mlp else 0,
         "logits": T * d * V,
     }
     parts["total"] = sum(parts.values())
