@@ -12,7 +12,7 @@ from xlformer.spec import load_spec
 from xlformer.weights import make_weights
 
 # Named cells that hold typed-in data rather than computed values.
-DATA_NAMES = {"input_text", "pad", "pad_id", "vocab", "head_size", "ln_eps"}
+DATA_NAMES = {"input_text", "pad", "pad_id", "vocab", "head_size", "ln_eps", "chart.position"}
 
 
 @pytest.fixture(scope="module", params=catalog.names())

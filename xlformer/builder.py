@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from . import explain
 from . import formulas as f
-from .book import FORMULA, LABEL, NUMBER, TEXT, Book, Cell
+from .book import FORMULA, LABEL, NUMBER, TEXT, Book, Cell, Chart
+from .guide import GUIDE, guide_sheet
 from .layout import Area, Flow, Slot
 from .spec import Spec
 from .weights import Params
 
 INPUT, OUTPUT, WEIGHTS, SPEC = "Input", "Output", "Weights", "Spec"
+PAIRWISE = "Pairwise"
 ECHO_ROW = 3  # Input sheet row that shows the output text beside the input
 
 
@@ -40,30 +43,53 @@ class _Builder:
         self.chars: Area | None = None  # per-position characters, the rows' labels
         self.vocab: Area | None = None  # the vocabulary row that lookups read
         self.input_text = ""  # absolute reference to the input cell
+        self.pairs = Flow(PAIRWISE, top=3)  # every head's pairwise view, one sheet
 
     def build(self, text: str) -> Book:
-        sheets = [INPUT, *map(layer_sheet, range(self.m.n_layer)), OUTPUT, WEIGHTS, SPEC]
+        sheets = {
+            INPUT: "the input text, how each position is read, the embeddings",
+            **{layer_sheet(i): f"transformer block {i}: attention, then feed-forward"
+               for i in range(self.m.n_layer)},
+            PAIRWISE: "each head's scores as X · W_Q · W_K^T · X^T: the pairwise view",
+            OUTPUT: "the final vectors, logits, probabilities, the output text and a chart",
+            WEIGHTS: "every weight (the only typed-in numbers) and constants",
+            SPEC: "the model spec the workbook was built from",
+        }
+        self.book.sheet(GUIDE)  # first in the workbook; written last, from what is built
         for name in sheets:  # fixes the sheet order
             self.book.sheet(name).widths.update({1: 8, 2: 14})  # labels, captions
+            if name != SPEC:  # the sheet's title row and label columns stay in view
+                self.book.sheet(name).freeze = "C2"
+        self.label(PAIRWISE, 1, 1, "The pairwise view of attention: scores without Q and K",
+                   "title")
         self.spec_sheet()
         self.weights_sheet()
         x = self.input_sheet(text)
         for i in range(self.m.n_layer):
             x = self.layer(i, x)
         self.output_sheet(x)
+        guide_sheet(self.book, self.spec, sheets)
         return self.book
 
     # --- helpers -----------------------------------------------------------------
 
     def band(self, flow: Flow, slots: list[Slot], nrows: int,
-             positions: bool = True) -> list[Area]:
-        """Place a band of blocks with their titles, column labels and row labels."""
+             positions: bool = True, explained: bool | None = None) -> list[Area]:
+        """Place a band of blocks with their titles, column labels and row labels.
+
+        Explained blocks (by default those whose rows are positions) get their header
+        from explain.py; the others (weights) are titled by their name.
+        """
         title_row, areas = flow.band(slots, nrows)
         sheet = self.book.sheet(flow.sheet)
         for slot, area in zip(slots, areas, strict=True):
-            sheet.put(title_row, area.col, Cell(LABEL, slot.name, "title"))
+            if positions if explained is None else explained:
+                self.explain(slot.name, Area(flow.sheet, title_row, area.col, 1, 1), area)
+            else:
+                sheet.put(title_row, area.col, Cell(LABEL, slot.name, "title"))
+                sheet.formats.append((area, "0.000"))
             for j, label in enumerate(slot.labels):
-                sheet.put(title_row + 1, area.col + j, Cell(LABEL, label, "header"))
+                sheet.put(title_row + 1, area.col + j, Cell(LABEL, label, "collabel"))
         if positions:
             for i in range(nrows):
                 sheet.put(areas[0].row + i, 1, Cell(LABEL, f"pos {i}", "header"))
@@ -71,6 +97,19 @@ class _Builder:
                     body = f.copy(self.chars.ref(i, 0, flow.sheet))
                     sheet.put(areas[0].row + i, 2, Cell(FORMULA, f.prepare(body), "label"))
         return areas
+
+    def explain(self, name: str, title: Area, area: Area) -> None:
+        """The block's header in its title cell, its note as a comment, its look."""
+        header = explain.header(name, self.spec)
+        sheet = self.book.sheet(title.sheet)
+        sheet.put(title.row, title.col, Cell(LABEL, header.title, "title"))
+        self.book.explain(name, title, header)
+        sheet.formats.append((area, header.number_format))
+        if header.heatmap:
+            sheet.heatmaps.append((area, header.heatmap))
+        if area.ncols == 1:  # a narrow block: room for its title
+            width = min(max(10.0, 0.8 * len(header.title)), 18.0)
+            sheet.widths[area.col] = max(sheet.widths.get(area.col, 0.0), width)
 
     def fill(self, name: str, area: Area, body: Callable[[int, int], str],
              trace: bool = True) -> Area:
@@ -245,6 +284,7 @@ class _Builder:
             for part, area in zip("qkv", (q, k, v), strict=True):
                 self.book.block(f"{a}.head{h}.{part}", area)
             outs.append((self.softmax_band(flow, f"{a}.head{h}", q, k), v))
+            self.pairwise(a, h, x)
         heads, proj, *tail = self.band(
             flow, [Slot(f"{a}.heads", da, labels[2 * da:]),
                    Slot(f"{a}.c_proj", m.d_model, self.dims()), *self.resid_slots(resid)],
@@ -276,6 +316,36 @@ class _Builder:
         self.fill(f"{n}.sum", sm, lambda i, _: f.row_sum(ex.rows_ref(i, S)))
         return self.fill(f"{n}.weights", wts, lambda i, j: f.divide(
             ex.ref(i, j, S), sm.ref(i, 0, S, True)))
+
+    def pairwise(self, a: str, h: int, x: Area) -> None:
+        """W_QK = W_Q . W_K^T, then X . W_QK, then scores = (X . W_QK) . X^T: equal to the
+        head's scores. With biases X is read with a column of ones (the last row and
+        column of W_QK), as reference.pairwise does."""
+        m, S, n, T, d = self.m, PAIRWISE, f"{a}.head{h}", self.T, self.m.d_model
+        w, b = self.w[f"{a}.c_attn.weight"], self.w.get(f"{a}.c_attn.bias")
+        size = d + (b is not None)
+        dims = self.dims() + (("1",) if b is not None else ())
+
+        def w_row(r: int, part: int) -> str:  # row r of W_Q (part 0) or W_K (part 1)
+            col = part * m.d_attn + h * m.head_size
+            src, i = (w, r) if r < d else (b, 0)
+            return src.window(i, col, 1, m.head_size).full_ref(S)
+
+        [wqk] = self.band(self.pairs, [Slot(f"{n}.w_qk", size, dims)], size,
+                          positions=False, explained=True)
+        for r, label in enumerate(dims):
+            self.label(S, wqk.row + r, 1, label, "header")
+        self.fill(f"{n}.w_qk", wqk, lambda r, c: f.dot(w_row(r, 0), w_row(c, 1)))
+        xw, scores = self.band(self.pairs, [Slot(f"{n}.x_wqk", size, dims),
+                                            Slot(f"{n}.scores_qk", T, tuple(map(str, range(T))))],
+                               T)
+        bias_row = (lambda c: wqk.ref(d, c, S, True)) if b is not None else (lambda c: None)
+        self.fill(f"{n}.x_wqk", xw, lambda i, c: f.linear(
+            x.rows_ref(i, S), wqk.window(0, c, d, 1).full_ref(S, True), bias_row(c)))
+        scale = self.const["attn_scale"].ref(0, 0, S, True) if m.scale else None
+        self.fill(f"{n}.scores_qk", scores, lambda i, j: f.bilinear(
+            xw.window(i, 0, 1, d).full_ref(S), x.rows_ref(j, S),
+            xw.ref(i, d, S) if b is not None else None, scale))
 
     def mlp(self, flow: Flow, p: str, x: Area, resid: str) -> tuple[Area, Area | None]:
         m, S, n = self.m, flow.sheet, f"{p}.mlp"
@@ -324,6 +394,29 @@ class _Builder:
                           "output text")
         echo = Cell(FORMULA, f.prepare(f.copy(out.ref(0, 0, INPUT, True))), "output")
         self.book.sheet(INPUT).put(ECHO_ROW, 3, echo)
+        self.probability_chart(flow, probs)
+
+    def probability_chart(self, flow: Flow, probs: Area) -> None:
+        """A bar chart of one position's probabilities; the reader types the position."""
+        S, T, tokens = flow.sheet, self.T, self.spec.vocab.tokens
+        row = flow.skip(4)
+        self.label(S, row, 1, "Chart", "subheading")
+        typed = self.scalar("chart.position", S, row + 1, Cell(NUMBER, 0, "input"),
+                            "position to chart")
+        self.book.sheet(S).whole_numbers.append((typed, 0, T - 1))
+        typed_ref = typed.ref(0, 0, S, True)
+        shown = self.scalar("chart.shown", S, row + 2, Cell(FORMULA, f.prepare(
+            f.chosen_position(typed_ref, T))), "position shown")
+        self.scalar("chart.note", S, row + 3, Cell(FORMULA, f.prepare(
+            f.position_note(typed_ref, T))), "note")
+        [area] = self.band(flow, [Slot("chart.probs", len(tokens), tokens)], 1,
+                           positions=False, explained=True)
+        table, at = probs.full_ref(S, True), shown.ref(0, 0, S, True)
+        self.fill("chart.probs", area, lambda _, j: f.lookup(table, at, j), trace=False)
+        self.book.sheet(S).charts.append(Chart(
+            "Output probabilities at the chosen position", area,
+            Area(S, area.row - 1, area.col, 1, area.ncols), f"C{flow.skip(18)}",
+            "token", "probability"))
 
     def logit_formula(self, x: Area, S: str) -> Callable[[int, int], str]:
         """Tied: x . wte[v] (two rows, SUMPRODUCT). Untied: x @ lm_head[:, v] (+ bias)."""

@@ -154,12 +154,29 @@ def attention(spec: Spec, params: Params, x, p: str, out: Trace):  # [T, d] -> [
         if m.scale:
             scores = scores * (1 / np.sqrt(hs))
         out[f"{n}.scores"] = scores
+        pairwise(params, x, a, h, m, out)
         out[f"{n}.max"], out[f"{n}.exp"], out[f"{n}.sum"], wts = softmax(scores, mask)
         out[f"{n}.weights"] = wts
         heads.append(_record(out, f"{n}.out", wts @ v))
     cat = out[f"{a}.heads"] = np.concatenate(heads, axis=-1)
     return _record(out, f"{a}.c_proj",
                    linear(cat, params[f"{a}.c_proj.weight"], params.get(f"{a}.c_proj.bias")))
+
+
+def pairwise(params: Params, x, a: str, h: int, m, out: Trace) -> None:  # x [T, d]
+    """The same scores as a bilinear form of the inputs: q.k = x W_Q W_K^T x^T. With
+    biases, x gets a column of ones and W_Q, W_K a row of biases, so the form is exact."""
+    hs, da, n = m.head_size, m.d_attn, f"{a}.head{h}"
+    w, b = params[f"{a}.c_attn.weight"], params.get(f"{a}.c_attn.bias")
+    wq, wk = w[:, h * hs:(h + 1) * hs], w[:, da + h * hs:da + (h + 1) * hs]
+    if b is not None:
+        wq = np.vstack([wq, b[h * hs:(h + 1) * hs]])
+        wk = np.vstack([wk, b[da + h * hs:da + (h + 1) * hs]])
+        x = np.hstack([x, np.ones((x.shape[0], 1))])
+    w_qk = out[f"{n}.w_qk"] = wq @ wk.T  # [d(+1), d(+1)]
+    x_wqk = out[f"{n}.x_wqk"] = x @ w_qk  # [T, d(+1)]
+    scores = x_wqk @ x.T
+    out[f"{n}.scores_qk"] = scores * (1 / np.sqrt(hs)) if m.scale else scores
 
 
 def mlp(spec: Spec, params: Params, x, p: str, out: Trace):  # [T, d] -> [T, d]
