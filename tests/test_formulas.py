@@ -24,6 +24,15 @@ CASES = [
     (f.code_bit(6, 0, 3), "2*MOD(INT(6/2^2),2)-1"),
     (f.argmax("C5:Z5", "AB5"), "MATCH(AB5,C5:Z5,0)-1"),
     (f.concat(["C1", "C2", "C3"]), "C1&C2&C3"),
+    (f.bilinear("C5:F5", "L!C9:F9", None, "$C$3"), "SUMPRODUCT(C5:F5,L!C9:F9)*$C$3"),
+    (f.bilinear("C5:F5", "L!C9:F9", "G5", "$C$3"), "(SUMPRODUCT(C5:F5,L!C9:F9)+G5)*$C$3"),
+    (f.bilinear("C5:F5", "C9:F9", "G5", None), "SUMPRODUCT(C5:F5,C9:F9)+G5"),
+    (f.labelled(2, "Input!$C$12"), '"2 "&Input!$C$12'),
+    (f.chosen_position("$C$41", 6),
+     "IF(ISNUMBER($C$41),IF(AND($C$41>=0,$C$41<=5,$C$41=INT($C$41)),$C$41,0),0)"),
+    (f.position_note("C4", 6),
+     'IF(ISNUMBER(C4),IF(AND(C4>=0,C4<=5,C4=INT(C4)),"","is not a whole number from 0 to 5: '
+     'showing position 0"),"is not a whole number from 0 to 5: showing position 0")'),
 ]
 
 

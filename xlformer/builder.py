@@ -89,7 +89,8 @@ class _Builder:
                 sheet.put(title_row, area.col, Cell(LABEL, slot.name, "title"))
                 sheet.formats.append((area, "0.000"))
             for j, label in enumerate(slot.labels):
-                sheet.put(title_row + 1, area.col + j, Cell(LABEL, label, "collabel"))
+                cell = label if isinstance(label, Cell) else Cell(LABEL, label, "collabel")
+                sheet.put(title_row + 1, area.col + j, cell)
         if positions:
             for i in range(nrows):
                 sheet.put(areas[0].row + i, 1, Cell(LABEL, f"pos {i}", "header"))
@@ -107,9 +108,6 @@ class _Builder:
         sheet.formats.append((area, header.number_format))
         if header.heatmap:
             sheet.heatmaps.append((area, header.heatmap))
-        if area.ncols == 1:  # a narrow block: room for its title
-            width = min(max(10.0, 0.8 * len(header.title)), 18.0)
-            sheet.widths[area.col] = max(sheet.widths.get(area.col, 0.0), width)
 
     def fill(self, name: str, area: Area, body: Callable[[int, int], str],
              trace: bool = True) -> Area:
@@ -171,7 +169,7 @@ class _Builder:
         """Input text -> characters -> one-hot -> token ids -> embeddings."""
         spec, T, S = self.spec, self.T, INPUT
         self.label(S, 1, 1, f"xlformer: {spec.name}", "title")
-        text_cell = self.scalar("input_text", S, 2, Cell(TEXT, text, "input"), "input text")
+        text_cell = self.scalar("input_text", S, 2, Cell(TEXT, text, "input"), "type input here")
         self.input_text = text_cell.ref(0, 0, S, absolute=True)
         self.label(S, ECHO_ROW, 2, "output text")
         note = f.too_long_note(self.input_text, T)
@@ -299,7 +297,7 @@ class _Builder:
     def softmax_band(self, flow: Flow, n: str, q: Area, k: Area) -> Area:
         """scores = q.k^T (scaled); weights = softmax(scores), in visible steps. Returns weights."""
         m, S, T = self.m, flow.sheet, self.T
-        keys = tuple(map(str, range(T)))
+        keys = self.key_labels(S)
         scores, mx, ex, sm, wts = self.band(flow, [
             Slot(f"{n}.scores", T, keys), Slot(f"{n}.max", 1, ("max",)),
             Slot(f"{n}.exp", T, keys), Slot(f"{n}.sum", 1, ("sum",)),
@@ -337,8 +335,7 @@ class _Builder:
             self.label(S, wqk.row + r, 1, label, "header")
         self.fill(f"{n}.w_qk", wqk, lambda r, c: f.dot(w_row(r, 0), w_row(c, 1)))
         xw, scores = self.band(self.pairs, [Slot(f"{n}.x_wqk", size, dims),
-                                            Slot(f"{n}.scores_qk", T, tuple(map(str, range(T))))],
-                               T)
+                                            Slot(f"{n}.scores_qk", T, self.key_labels(S))], T)
         bias_row = (lambda c: wqk.ref(d, c, S, True)) if b is not None else (lambda c: None)
         self.fill(f"{n}.x_wqk", xw, lambda i, c: f.linear(
             x.rows_ref(i, S), wqk.window(0, c, d, 1).full_ref(S, True), bias_row(c)))
@@ -358,6 +355,11 @@ class _Builder:
         proj, *tail = self.band(
             flow, [Slot(f"{n}.c_proj", m.d_model, self.dims()), *self.resid_slots(resid)], self.T)
         return self.linear(f"{n}.c_proj", proj, act, S), (tail or [None])[0]
+
+    def key_labels(self, here: str) -> tuple[Cell, ...]:
+        """Column labels of a positions x positions block: each key's index and character."""
+        return tuple(Cell(FORMULA, f.prepare(f.labelled(j, self.chars.ref(j, 0, here, True))),
+                          "collabel") for j in range(self.T))
 
     def dims(self) -> tuple[str, ...]:
         return tuple(map(str, range(self.m.d_model)))

@@ -30,11 +30,11 @@ def header(name: str, spec: Spec) -> Header:
         return _norm(name, "ln_f", "the last layer's output", "the final LayerNorm")
     table = {
         "input.chars": Header(
-            "char = MID(input text, pos + 1, 1)",
-            "Each position's character, read from the input cell; past the end of the "
-            "text it is the padding token.", step=True, number_format="@"),
+            "character",
+            "Each position's character, read from the input cell with MID(text, pos + 1, 1); "
+            "past the end of the text it is the padding token.", step=True, number_format="@"),
         "input.ids": Header(
-            "id = index of the 1 in the one-hot row",
+            "token id",
             "The token id of each position: where its one-hot row holds the 1 "
             "(the padding id when the character is not in the vocabulary).",
             number_format="0"),
@@ -76,7 +76,7 @@ def header(name: str, spec: Spec) -> Header:
             "sums to 1. The darker the cell, the likelier the token.", step=True,
             heatmap="unit"),
         "output.ids": Header(
-            "id = argmax(logits)", "The most likely token at each position (the first "
+            "argmax(logits)", "The most likely token at each position (the first "
             "one on a tie).", number_format="0"),
         "chart.probs": Header(
             "probs[chosen position]",
@@ -105,14 +105,14 @@ def _positions_note(spec: Spec) -> str:
 def _norm(name: str, base: str, source: str, what: str) -> Header:
     stat = name[len(base):]
     return {
-        "": Header(f"{base} = (x − mean) · rstd · g + b",
+        "": Header(f"{base} = (x − m) · r · g + b",
                    f"{what.capitalize()}: each row of {source} is centred, scaled to unit "
                    f"variance, then scaled by the gain g and shifted by the bias b "
                    f"({base}.weight, {base}.bias on sheet Weights).", step=True),
-        ".mean": Header("mean = avg(x)", f"Mean of each row of {source}."),
-        ".var": Header("var = mean((x−mean)²)", f"Population variance of each row of "
+        ".mean": Header("m = avg(x)", f"Mean of each row of {source}."),
+        ".var": Header("v = avg((x−m)²)", f"Population variance of each row of "
                        f"{source}."),
-        ".rstd": Header("rstd = 1 / √(var + ε)", "Reciprocal standard deviation; ε = ln_eps "
+        ".rstd": Header("r = 1/√(v+ε)", "Reciprocal standard deviation; ε = ln_eps "
                         "(sheet Weights) keeps it finite."),
     }[stat]
 
@@ -184,14 +184,11 @@ def _head_part(part: str, h: int, p: str, spec: Spec) -> Header:
             f"scores = Q · K^T{scale} (head {h})",
             f"Row i, column j: how well query i matches key j (a dot product of row i of Q "
             f"and row j of K, from {p}.attn.c_attn{', times attn_scale' if m.scale else ''})."
-            " Red is high, blue low.", step=True, heatmap="diverging",
-            number_format=GENERAL),
+            " Red is high, blue low.", step=True, heatmap="diverging"),
         "max": Header("m = max_j scores", "Each row's largest allowed score, "
-                      "subtracted before EXP." + mask, number_format=GENERAL),
-        "exp": Header(f"e = exp(scores − m) (head {h})", "Shifted exponentials." + mask,
-                      number_format=GENERAL),
-        "sum": Header("s = Σ_j e", "Each row's sum of exponentials.",
-                      number_format=GENERAL),
+                      "subtracted before EXP." + mask),
+        "exp": Header(f"e = exp(scores − m) (head {h})", "Shifted exponentials." + mask),
+        "sum": Header("s = Σ_j e", "Each row's sum of exponentials."),
         "weights": Header(
             f"weights = softmax(scores) (head {h})",
             "Row i says how much position i attends to each position j (e / s); each row "
@@ -209,12 +206,11 @@ def _head_part(part: str, h: int, p: str, spec: Spec) -> Header:
         "x_wqk": Header(
             f"X · W_QK (head {h})",
             "Each position's input times W_QK: what it would match in a key position's "
-            "input." + (" The last column adds the query bias's part." if m.bias else ""),
-            number_format=GENERAL),
+            "input." + (" The last column adds the query bias's part." if m.bias else "")),
         "scores_qk": Header(
             f"scores = X · W_QK · X^T{scale} (head {h})",
             f"The same scores as {n}.scores, computed without Q and K: (X · W_QK) times "
             f"each key position's input. Equal because (X·W_Q)·(X·W_K)^T = X·(W_Q·W_K^T)·X^T.",
-            heatmap="diverging", number_format=GENERAL),
+            heatmap="diverging"),
     }
     return table[part]

@@ -191,6 +191,11 @@ def token_text(vocab_row: str, token: str) -> str:
     return f"INDEX({vocab_row},1,{token}+1)"
 
 
+def labelled(index: int, text: str) -> str:
+    """A column label that follows the input: an index and the text at it, e.g. "2 t"."""
+    return f'"{index} "&{text}'
+
+
 def concat(parts: list[str]) -> str:
     return "&".join(parts)
 
