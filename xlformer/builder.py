@@ -62,6 +62,10 @@ class _Builder:
                 self.book.sheet(name).freeze = "C2"
         self.label(PAIRWISE, 1, 1, "The pairwise view of attention: scores without Q and K",
                    "title")
+        self.label(PAIRWISE, 2, 1, "Q · K^T = (X · W_Q) · (X · W_K)^T = X · (W_Q · W_K^T) · X^T:"
+                   " a head's scores depend on its weights only through W_QK = W_Q · W_K^T."
+                   " X is the head's input (row i = position i); scores_qk equals the head's"
+                   " scores on its layer sheet.")
         self.spec_sheet()
         self.weights_sheet()
         x = self.input_sheet(text)
