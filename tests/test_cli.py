@@ -11,6 +11,8 @@ from helpers import require_engine
 from xlformer import catalog, writer
 from xlformer.cli import main
 from xlformer.reader import read_built
+from xlformer.spec import load_spec
+from xlformer.weights import make_weights
 
 
 @pytest.fixture
@@ -58,16 +60,63 @@ def test_templates_lists_every_template_with_its_description(run):
     (["verify", "none.xlsx"], "Error: workbook none.xlsx does not exist"),
     (["verify", "plain.xlsx"], "Error: plain.xlsx is not a workbook built by xlformer"),
     (["verify", "broken.xlsx"], "Error: broken.xlsx is not a readable .xlsx workbook"),
+    (["build", "bad.toml"], "Error: bad.toml is not valid TOML: "),
+    (["build", "typo.toml"], "Error: unknown key 'model.n_heads' (did you mean 'model.n_head'?)"),
+    (["build", "--text", "ab\x07"], "Error: input text has characters outside the vocabulary:"
+                                     " '\\x07' at 2"),
+    (["build", "--weights", "text.npz"], "Error: weights file text.npz is not a readable .npz"),
+    (["build", "--weights", "nan.npz"], "Error: nan.npz: array 'wte' holds NaN or infinite"),
+    (["build", "--weights", "inf.npz"], "Error: inf.npz: array 'lm_head.bias' holds NaN or inf"),
+    (["build", "--weights", "shape.npz"], "Error: shape.npz: array 'wte' has shape (95, 3), "
+                                          "the spec needs (95, 4)"),
+    (["build", "--weights", "lacks.npz"], "Error: lacks.npz lacks array 'wte' of shape (95, 4)"),
 ])
 def test_user_mistakes_give_one_line_and_exit_code_2(run, tmp_path, args, message):
     openpyxl.Workbook().save(tmp_path / "plain.xlsx")
     (tmp_path / "broken.xlsx").write_text("not a zip")
+    _bad_inputs(tmp_path)
     before = sorted(tmp_path.iterdir())
     result = run(*args)
     assert result.exit_code == 2
     assert result.output.strip() == message or result.output.startswith(message)
     assert len(result.output.strip().splitlines()) == 1
     assert sorted(tmp_path.iterdir()) == before  # nothing written, not even a temporary
+
+
+def _bad_inputs(folder: Path) -> None:
+    source = catalog.resolve("reverse").read_text()
+    (folder / "bad.toml").write_text(source.replace("[model]", "[model"))
+    (folder / "typo.toml").write_text(source.replace("n_head =", "n_heads ="))
+    (folder / "text.npz").write_text("not an npz")
+    good = make_weights(load_spec(catalog.resolve("reverse")))
+    for name, change in [("nan", {"wte": good["wte"] * np.nan}),
+                         ("inf", {"lm_head.bias": good["lm_head.bias"] + np.inf}),
+                         ("shape", {"wte": good["wte"][:, :3]})]:
+        np.savez(folder / f"{name}.npz", **{**good, **change})
+    np.savez(folder / "lacks.npz", **{k: v for k, v in good.items() if k != "wte"})
+
+
+@pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs Linux's /sys")
+def test_an_unwritable_folder_is_named(run, tmp_path):
+    """/sys refuses new files even to root, who can write anywhere else."""
+    result = run("build", "-o", "/sys/reverse.xlsx")
+    assert (result.exit_code, result.output) == (
+        2, "Error: cannot write /sys/reverse.xlsx: Permission denied\n")
+
+
+def test_a_full_disk_keeps_the_old_workbook(run, tmp_path, monkeypatch):
+    assert run("build").exit_code == 0
+    before = (tmp_path / "reverse.xlsx").read_bytes()
+
+    def full(*_):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer.os, "fsync", full)
+    result = run("build", "--text", "abc")
+    assert (result.exit_code, result.output) == (
+        2, "Error: cannot write reverse.xlsx: No space left on device\n")
+    assert (tmp_path / "reverse.xlsx").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["reverse.xlsx"]
 
 
 def test_a_failed_build_leaves_the_previous_workbook_untouched(run, tmp_path):

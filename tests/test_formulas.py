@@ -33,12 +33,21 @@ CASES = [
     (f.position_note("C4", 6),
      'IF(ISNUMBER(C4),IF(AND(C4>=0,C4<=5,C4=INT(C4)),"","is not a whole number from 0 to 5: '
      'showing position 0"),"is not a whole number from 0 to 5: showing position 0")'),
+    (f.string('say "hi"'), '"say ""hi"""'),
+    (f.string('"),HYPERLINK("x'), '"""),HYPERLINK(""x"'),
+    (f.too_long_note("$C$2", 6), 'IF(LEN($C$2)>6,"only the first 6 characters are read","")'),
 ]
 
 
 @pytest.mark.parametrize(("got", "want"), CASES)
 def test_formula_text(got, want):
     assert got == want
+
+
+def test_a_quoted_string_hides_what_looks_like_a_call():
+    """A doubled quote keeps the text inside the string: no function call escapes it."""
+    assert f.functions_in(f.concat(["A1", f.string('"),HYPERLINK("x')])) == set()
+    assert f.prepare(f.string('=cmd|" /C calc"!A0')) == '="=cmd|"" /C calc""!A0"'
 
 
 def test_prepare_adds_equals_and_rejects_unlisted_functions():

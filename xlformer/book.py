@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import limits, names
+from .a1 import MAX_COLS, MAX_ROWS
+from .a1 import cell as cell_ref
 from .layout import Area
 
 FORMULA, NUMBER, TEXT, LABEL = "formula", "number", "text", "label"
@@ -67,6 +70,10 @@ class Sheet:
     def put(self, row: int, col: int, cell: Cell) -> None:
         if (row, col) in self.cells:
             raise ValueError(f"{self.name}: cell ({row}, {col}) is written twice")
+        if row > MAX_ROWS or col > MAX_COLS:
+            limits.check_area(f"cell ({row}, {col})", self.name, row, col)
+        if cell.kind in (TEXT, LABEL):
+            limits.check_text(str(cell.value), f"cell {self.name}!{cell_ref(row, col)}")
         self.cells[(row, col)] = cell
 
 
@@ -79,7 +86,9 @@ class Book:
     headers: dict[str, tuple[Area, Header]] = field(default_factory=dict)
 
     def sheet(self, name: str) -> Sheet:
-        return self.sheets.setdefault(name, Sheet(name))
+        if name not in self.sheets:
+            self.sheets[name] = Sheet(names.check_sheet_name(name))
+        return self.sheets[name]
 
     def put(self, area: Area, i: int, j: int, cell: Cell) -> None:
         self.sheet(area.sheet).put(*area.at(i, j), cell)
@@ -92,7 +101,7 @@ class Book:
     def name(self, name: str, area: Area) -> None:
         if name in self.names:
             raise ValueError(f"defined name {name!r} is used twice")
-        self.names[name] = area
+        self.names[names.check_defined_name(name)] = area
 
     def explain(self, name: str, title: Area, header: Header) -> None:
         """Attach a header: its title at `title`, its note as that cell's comment."""

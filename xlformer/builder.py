@@ -16,12 +16,14 @@ from . import formulas as f
 from .book import FORMULA, LABEL, NUMBER, TEXT, Book, Cell, Chart
 from .guide import GUIDE, guide_sheet
 from .layout import Area, Flow, Slot
+from .limits import LimitError
 from .spec import Spec
 from .weights import Params
 
 INPUT, OUTPUT, WEIGHTS, SPEC = "Input", "Output", "Weights", "Spec"
 PAIRWISE = "Pairwise"
 ECHO_ROW = 3  # Input sheet row that shows the output text beside the input
+JOIN_PART = 256  # characters joined per formula in a long output text
 
 
 def layer_sheet(i: int) -> str:
@@ -116,9 +118,12 @@ class _Builder:
     def fill(self, name: str, area: Area, body: Callable[[int, int], str],
              trace: bool = True) -> Area:
         """Write a formula into every cell of a block and name the block."""
-        for i in range(area.nrows):
-            for j in range(area.ncols):
-                self.book.put(area, i, j, Cell(FORMULA, f.prepare(body(i, j))))
+        try:
+            for i in range(area.nrows):
+                for j in range(area.ncols):
+                    self.book.put(area, i, j, Cell(FORMULA, f.prepare(body(i, j))))
+        except LimitError as e:
+            raise LimitError(f"block {name}: {e}") from None
         if trace:
             self.book.block(name, area)
         else:
@@ -395,7 +400,7 @@ class _Builder:
         vocab = self.vocab.full_ref(S, absolute=True)
         self.fill("output.chars", chars, lambda i, _: f.token_text(vocab, ids.ref(i, 0, S)),
                   trace=False)
-        text = f.concat([chars.ref(i, 0, S) for i in range(T)])
+        text = self.joined(flow, chars)
         out = self.scalar("output_text", S, 2, Cell(FORMULA, f.prepare(text), "output"),
                           "output text")
         echo = Cell(FORMULA, f.prepare(f.copy(out.ref(0, 0, INPUT, True))), "output")
@@ -423,6 +428,23 @@ class _Builder:
             "Output probabilities at the chosen position", area,
             Area(S, area.row - 1, area.col, 1, area.ncols), f"C{flow.skip(18)}",
             "token", "probability"))
+
+    def joined(self, flow: Flow, chars: Area) -> str:
+        """All characters in one formula. A long output is joined in parts first, so no
+        formula grows past Excel's 8,192 characters, however many positions there are."""
+        S, n = flow.sheet, chars.nrows
+        refs = [chars.ref(i, 0, S) for i in range(n)]
+        if n <= JOIN_PART:
+            return f.concat(refs)
+        starts = range(0, n, JOIN_PART)
+        [parts] = self.band(flow, [Slot("output.text_parts", 1, ("text",))], len(starts),
+                            positions=False)
+        for k, start in enumerate(starts):
+            self.label(S, parts.row + k, 1, f"pos {start}-{min(start + JOIN_PART, n) - 1}",
+                       "header")
+        self.fill("output.text_parts", parts,
+                  lambda k, _: f.concat(refs[starts[k]:starts[k] + JOIN_PART]), trace=False)
+        return f.concat([parts.ref(k, 0, S) for k in range(len(starts))])
 
     def logit_formula(self, x: Area, S: str) -> Callable[[int, int], str]:
         """Tied: x . wte[v] (two rows, SUMPRODUCT). Untied: x @ lm_head[:, v] (+ bias)."""

@@ -14,6 +14,8 @@ import click
 import numpy as np
 
 from . import builder, catalog, recalc, render, writer
+from .limits import LimitError
+from .names import BadName
 from .reader import NotAWorkbook
 from .spec import Spec, SpecError, Weights, check_text, load_spec
 from .verify import BlockCheck, verify
@@ -61,7 +63,10 @@ def _build_bytes(spec: Spec, weights_file: Path | None,
         check_text(spec, text)
     except SpecError as e:
         raise UserError(str(e)) from None
-    book = builder.build(spec, _weights(spec, weights_file), text)
+    try:
+        book = builder.build(spec, _weights(spec, weights_file), text)
+    except (LimitError, BadName) as e:
+        raise UserError(str(e)) from None
     return writer.to_bytes(book), book.counts()
 
 

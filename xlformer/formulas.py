@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from . import limits
+
 # Function -> True when Excel added it after 2007 and the file needs the _xlfn. prefix.
 FUNCTIONS: dict[str, bool] = {
     "AND": False, "AVERAGE": False, "COS": False, "EXACT": False, "EXP": False, "IF": False,
@@ -37,7 +39,13 @@ def prepare(body: str) -> str:
         raise ValueError(f"formula uses functions outside the allow-list: {sorted(unknown)}")
     for name in sorted(n for n in used if FUNCTIONS[n]):
         body = re.sub(rf"(?<![A-Za-z0-9_.]){name}\(", f"_xlfn.{name}(", body)
+    limits.check_formula("=" + body)
     return "=" + body
+
+
+def string(text: str) -> str:
+    """A text constant inside a formula; doubled quotes, so no text can end it early."""
+    return '"' + text.replace('"', '""') + '"'
 
 
 # --- input ------------------------------------------------------------------
@@ -58,8 +66,9 @@ def token_id(one_hot_row: str, pad_id: str) -> str:
 
 
 def input_note(text: str, pos: int, one_hot_row: str) -> str:
-    return (f'IF({pos + 1}>LEN({text}),"padding",'
-            f'IF(SUM({one_hot_row})=0,"not in vocabulary: read as padding",""))')
+    unknown = string("not in vocabulary: read as padding")
+    return (f'IF({pos + 1}>LEN({text}),{string("padding")},'
+            f'IF(SUM({one_hot_row})=0,{unknown},""))')
 
 
 def lookup(table: str, row_id: str, col: int) -> str:
@@ -68,7 +77,8 @@ def lookup(table: str, row_id: str, col: int) -> str:
 
 
 def too_long_note(text: str, max_seq: int) -> str:
-    return (f'IF(LEN({text})>{max_seq},"only the first {max_seq} characters are read","")')
+    note = string(f"only the first {max_seq} characters are read")
+    return f'IF(LEN({text})>{max_seq},{note},"")'
 
 
 # --- positions ----------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import a1
+from . import a1, limits
 
 LABEL_COLS = 2  # position label, character
 FIRST_COL = LABEL_COLS + 1
@@ -77,7 +77,9 @@ class Flow:
         title_row = self.next_row
         col, areas = FIRST_COL, []
         for slot in slots:
-            areas.append(Area(self.sheet, title_row + 2, col, nrows, slot.ncols))
+            area = Area(self.sheet, title_row + 2, col, nrows, slot.ncols)
+            limits.check_area(slot.name, area.sheet, *area.at(nrows - 1, slot.ncols - 1))
+            areas.append(area)
             col += slot.ncols + GAP
         self.next_row = title_row + 2 + nrows + GAP
         return title_row, areas

@@ -8,7 +8,10 @@ Every later stage trusts a `Spec` and never re-checks it.
 from __future__ import annotations
 
 import difflib
+import math
+import re
 import string
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +33,8 @@ VOCAB_SETS: dict[str, tuple[str, ...]] = {
     "digits": tuple(" " + string.digits),
 }
 
+# A spec's name names its workbook file: no folders, no spaces, nothing a shell quotes.
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 ACTIVATIONS = ("relu", "gelu")
 NORMS = ("pre", "post", "none")
 POSITIONS = ("none", "learned", "sinusoidal", "binary")
@@ -142,6 +147,9 @@ def parse_spec(source: str, base: Path = Path("."), origin: str = "spec") -> Spe
     for key in ("name", "model", "vocab"):
         if key not in doc:
             raise SpecError(f"{origin} lacks '{key}'")
+    if not NAME.fullmatch(doc["name"]):
+        raise SpecError(f"name {doc['name']!r} must be 1 to 64 letters, digits, '_', '.' or "
+                        "'-', not starting with '.' or '-'")
     vocab = _vocab(_section(doc, "vocab", _VOCAB_KEYS))
     model = _model(_section(doc, "model", _MODEL_KEYS))
     head = Head(**_section(doc, "head", _HEAD_KEYS))
@@ -189,13 +197,15 @@ def _vocab(table: dict) -> Vocab:
         tokens = VOCAB_SETS[table["set"]]
     else:
         tokens = tuple(table["tokens"])
+        if not tokens:
+            raise SpecError("vocab.tokens is empty; give at least one token")
         bad = [t for t in tokens if not isinstance(t, str) or len(t) != 1]
         if bad:
             raise SpecError(f"vocab.tokens must be single characters, not {bad[0]!r}")
         control = [t for t in tokens if not t.isprintable()]
         if control:  # a spreadsheet cell cannot hold most of them
             raise SpecError(f"vocab.tokens has control characters: {control}")
-        dupes = sorted({t for t in tokens if tokens.count(t) > 1})
+        dupes = sorted(t for t, n in Counter(tokens).items() if n > 1)
         if dupes:
             raise SpecError(f"vocab.tokens has duplicates: {dupes}")
     pad = table.get("pad", tokens[0] if tokens else "")
@@ -228,19 +238,21 @@ def _model(table: dict) -> Model:
 
 def _check_model(m: Model) -> None:
     sizes = {"max_seq": m.max_seq, "d_model": m.d_model, "n_head": m.n_head,
-             "head_size": m.head_size, "n_layer": m.n_layer}
+             "head_size": m.head_size}
     if m.mlp:
         sizes["d_ff"] = m.d_ff
     for key, value in sizes.items():
         if value <= 0:
             raise SpecError(f"model.{key} must be positive, not {value}")
+    if m.n_layer < 0:  # 0 layers is a bigram model: embeddings straight to logits
+        raise SpecError(f"model.n_layer must be 0 or more, not {m.n_layer}")
     for key, value, allowed in (("activation", m.activation, ACTIVATIONS),
                                 ("norm", m.norm, NORMS),
                                 ("positions", m.positions, POSITIONS)):
         if value not in allowed:
             raise SpecError(f"model.{key} must be one of {', '.join(allowed)}, not {value!r}")
-    if m.ln_eps <= 0 and m.norm != "none":
-        raise SpecError("model.ln_eps must be positive")
+    if not (math.isfinite(m.ln_eps) and m.ln_eps > 0) and m.norm != "none":
+        raise SpecError(f"model.ln_eps must be a positive number, not {m.ln_eps}")
     if m.positions == "binary":
         codes = m.binary_codes
         if len(codes) != m.max_seq or any(not isinstance(c, int) or c < 0 for c in codes):
@@ -263,10 +275,12 @@ def _weights(table: dict, base: Path) -> Weights:
         if not table.get("file"):
             raise SpecError("weights.source = 'npz' needs weights.file")
         table["file"] = base / table["file"]
-    if "sharpness" in table:
-        table["sharpness"] = float(table["sharpness"])
-    if "std" in table:
-        table["std"] = float(table["std"])
+    for key in ("sharpness", "std"):
+        if key in table:
+            table[key] = float(table[key])
+            if not (math.isfinite(table[key]) and table[key] >= 0):
+                raise SpecError(f"weights.{key} must be a finite number >= 0, "
+                                f"not {table[key]}")
     return Weights(**{**table, "source": source})
 
 
