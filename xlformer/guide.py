@@ -16,7 +16,7 @@ from .layout import Area
 from .spec import Spec
 
 GUIDE = "Guide"
-_TEXT_CHARS = 125  # characters per line of a paragraph across columns B:C
+_TEXT_CHARS = 140  # characters per line of a paragraph across columns B:C
 _LINE = 15.0  # points per line
 
 
@@ -126,6 +126,11 @@ def _try_it(page: _Page, book: Book, spec: Spec) -> None:
     page.row += 1
     page.line((3, f"The model reads up to {spec.model.max_seq} characters; the input sheet "
                   "shows how each one is read.", ""))
+    heads = [n for n in book.headers if n.endswith(".weights")]
+    if heads:
+        title, _ = book.headers[heads[0]]
+        page.link(2, "Attention heatmap", title)
+        page.line((3, f"{heads[0]}: row i shows which positions position i reads", ""))
     chart = book.names.get("chart.position")
     if chart is not None:
         page.link(2, "Probability chart", chart)
@@ -170,7 +175,8 @@ def _colours(page: _Page) -> None:
         ("title", "grey: a block's title (its math); hover it for a note"),
     ]:
         page.line((2, style, style), (3, meaning, ""))
-    page.line((2, "heatmap 0..1", "swatch_unit"),
-              (3, "attention weights and probabilities: white 0 to blue 1", ""))
-    page.line((2, "heatmap scores", "swatch_diverging"),
-              (3, "scores and logits: blue lowest, white median, red highest", ""))
+    page.line((2, "heatmap: blue", "swatch_blue"),
+              (3, "attention weights and probabilities near 1 (white near 0); "
+                  "the lowest scores and logits", ""))
+    page.line((2, "heatmap: red", "swatch_red"),
+              (3, "the highest scores and logits (white: the median)", ""))

@@ -20,7 +20,7 @@ from openpyxl import Workbook
 from openpyxl.chart import BarChart, Reference
 from openpyxl.comments import Comment
 from openpyxl.formatting.rule import ColorScaleRule
-from openpyxl.styles import Alignment, Font, GradientFill, PatternFill
+from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.workbook.defined_name import DefinedName
 from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.hyperlink import Hyperlink
@@ -55,8 +55,8 @@ _LOOKS = {
     "subheading": {"font": Font(bold=True, size=12)},
     "text": {"alignment": _WRAP},
     "link": {"font": Font(color="0563C1", underline="single")},
-    "swatch_unit": {"fill": GradientFill(stop=(WHITE, BLUE))},
-    "swatch_diverging": {"fill": GradientFill(stop=(BLUE, WHITE, RED))},
+    "swatch_blue": {"fill": PatternFill("solid", fgColor=BLUE)},
+    "swatch_red": {"fill": PatternFill("solid", fgColor=RED)},
 }
 _SCALES = {
     "unit": lambda: ColorScaleRule(start_type="num", start_value=0, start_color=WHITE,
@@ -88,6 +88,8 @@ def to_bytes(book: Book) -> bytes:
         if sheet.freeze:
             ws.freeze_panes = sheet.freeze
         _present(ws, sheet)
+    if wb.worksheets:
+        wb.worksheets[0].sheet_view.tabSelected = True  # opens on the first sheet, the guide
     for name, area in book.names.items():
         wb.defined_names[name] = DefinedName(name, attr_text=area.full_ref("", absolute=True))
     wb.properties.creator = "xlformer"
