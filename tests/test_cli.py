@@ -61,6 +61,7 @@ def test_templates_lists_every_template_with_its_description(run):
     (["verify", "plain.xlsx"], "Error: plain.xlsx is not a workbook built by xlformer"),
     (["verify", "broken.xlsx"], "Error: broken.xlsx is not a readable .xlsx workbook"),
     (["build", "bad.toml"], "Error: bad.toml is not valid TOML: "),
+    (["build", "latin1.toml"], "Error: spec latin1.toml is not UTF-8 text (byte 11: b'\\xe9')"),
     (["build", "typo.toml"], "Error: unknown key 'model.n_heads' (did you mean 'model.n_head'?)"),
     (["build", "--text", "ab\x07"], "Error: input text has characters outside the vocabulary:"
                                      " '\\x07' at 2"),
@@ -88,6 +89,7 @@ def _bad_inputs(folder: Path) -> None:
     (folder / "bad.toml").write_text(source.replace("[model]", "[model"))
     (folder / "typo.toml").write_text(source.replace("n_head =", "n_heads ="))
     (folder / "text.npz").write_text("not an npz")
+    (folder / "latin1.toml").write_bytes('name = "caf\u00e9"\n'.encode("latin-1"))
     good = make_weights(load_spec(catalog.resolve("reverse")))
     for name, change in [("nan", {"wte": good["wte"] * np.nan}),
                          ("inf", {"lm_head.bias": good["lm_head.bias"] + np.inf}),

@@ -9,10 +9,10 @@ recomputed in one LibreOffice call and one Gnumeric process each.
 from __future__ import annotations
 
 import random
-import string
 
 import pytest
 from helpers import lazy_recalc
+from specgen import random_tables, random_text, to_toml
 
 from xlformer import builder, recalc, reference, writer
 from xlformer.reader import open_values, read_built
@@ -24,50 +24,15 @@ COUNT = 12
 
 
 def random_spec(seed: int) -> str:
+    """Every pairing of positional encoding and norm across the 12 seeds."""
     rng = random.Random(seed)
-    n_head, head_size = rng.randint(1, 3), rng.randint(1, 4)
-    d_model = rng.choice([n_head * head_size, rng.randint(2, 8)])
-    max_seq = rng.randint(1, 7)
-    # every pairing of positional encoding and norm across the 12 seeds
     positions = ["none", "learned", "sinusoidal", "binary"][seed % 4]
     norm = ["pre", "post", "none"][seed // 4 % 3]
-    tokens = rng.sample(" " + string.ascii_letters + string.digits + "=+-@'\"", rng.randint(2, 12))
-    lines = [
-        f'name = "random-{seed}"',
-        "[vocab]",
-        "tokens = [" + ", ".join(_toml_str(t) for t in tokens) + "]",
-        f"pad = {_toml_str(tokens[0])}",
-        "[model]",
-        f"max_seq = {max_seq}", f"d_model = {d_model}", f"n_head = {n_head}",
-        f"head_size = {head_size}", f"n_layer = {rng.randint(1, 2)}",
-        f"mlp = {_b(rng.random() < 0.7)}", f"d_ff = {rng.randint(1, 6)}",
-        f'activation = "{rng.choice(["relu", "gelu"])}"',
-        f'norm = "{norm}"',
-        f"ln_eps = {rng.choice([1e-5, 1e-3])}",
-        f'positions = "{positions}"',
-        f"causal = {_b(rng.random() < 0.5)}", f"scale = {_b(rng.random() < 0.7)}",
-        f"residual = {_b(rng.random() < 0.7)}", f"bias = {_b(rng.random() < 0.5)}",
-    ]
-    if positions == "binary":
-        bits = rng.randint(1, min(3, d_model))
-        lines.append(f"binary_codes = {[rng.randrange(2 ** bits) for _ in range(max_seq)]}")
-    lines += ["[head]", f"tied = {_b(rng.random() < 0.5)}", f"bias = {_b(rng.random() < 0.5)}",
-              "[weights]", 'source = "random"', f"seed = {seed}",
-              f"std = {rng.choice([0.1, 0.5, 1.5])}"]
-    return "\n".join(lines) + "\n"
+    return to_toml(random_tables(rng, f"random-{seed}", positions, norm))
 
 
-def _b(flag: bool) -> str:
-    return "true" if flag else "false"
-
-
-def _toml_str(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def random_text(seed: int, tokens: tuple[str, ...], max_seq: int) -> str:
-    rng = random.Random(seed + 1000)
-    return "".join(rng.choice(tokens) for _ in range(rng.randint(0, max_seq)))
+def text_for(seed: int, spec) -> str:
+    return random_text(random.Random(seed + 1000), list(spec.vocab.tokens), spec.model.max_seq)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +41,7 @@ def cases(tmp_path_factory):
     out = {}
     for seed in range(COUNT):
         spec = parse_spec(random_spec(seed))
-        text = random_text(seed, spec.vocab.tokens, spec.model.max_seq)
+        text = text_for(seed, spec)
         path = folder / f"random-{seed}.xlsx"
         writer.save(builder.build(spec, make_weights(spec), text), path)
         out[seed] = path

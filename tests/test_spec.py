@@ -49,6 +49,8 @@ def test_defaults_follow_gpt2():
     (('name = "t"', 'name = ""'), "name '' must be 1 to 64 letters"),
     (('name = "t"', "name = 3"), "'name' must be str, not 3"),
     (("max_seq = 4\n", ""), "model lacks 'model.max_seq'"),
+    (('name = "t"', 'name = "t"\ndescription = "a\\u0001b"'),
+     "description has control characters: ['\\x01']"),
     (("d_model = 4", "d_model = 5"), "model.d_model must be a multiple of model.n_head"),
     (('set = "lowercase"', 'set = "klingon"'), "vocab.set must be one of"),
     (('set = "lowercase"', 'tokens = ["a", "b", "a"]'), "vocab.tokens has duplicates: ['a']"),

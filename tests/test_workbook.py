@@ -1,5 +1,9 @@
 """The built file itself: formulas everywhere a value is computed, literal text, same bytes."""
 
+import os
+import subprocess
+import sys
+import time
 import zipfile
 
 import openpyxl
@@ -83,6 +87,20 @@ def test_same_inputs_give_the_same_bytes(tmp_path):
     with zipfile.ZipFile(tmp_path / "a.xlsx") as z:
         assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
         assert b"2000-01-01T00:00:00Z" in z.read("docProps/core.xml")
+
+
+def test_the_bytes_do_not_depend_on_hash_order_or_the_clock(tmp_path):
+    """Separate processes, different string-hash seeds, a second apart: the same file."""
+    files = []
+    for seed in ("0", "4242"):
+        out = tmp_path / f"w{seed}.xlsx"
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", "from xlformer.cli import main; main()",
+                        "build", "tiny-gpt", "-o", str(out)], env=env, check=True,
+                       capture_output=True)
+        files.append(out.read_bytes())
+        time.sleep(1.1)  # zip entry times have a 2-second grain; cross at least one second
+    assert files[0] == files[1]
 
 
 def test_workbook_carries_its_spec_and_weights(workbook):

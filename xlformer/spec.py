@@ -134,6 +134,9 @@ def load_spec(path: Path) -> Spec:
         source = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise SpecError(f"cannot read spec {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"spec {path} is not UTF-8 text (byte {e.start}: "
+                        f"{e.object[e.start:e.start + 1]!r})") from None
     return parse_spec(source, base=Path(path).parent, origin=str(path))
 
 
@@ -150,6 +153,10 @@ def parse_spec(source: str, base: Path = Path("."), origin: str = "spec") -> Spe
     if not NAME.fullmatch(doc["name"]):
         raise SpecError(f"name {doc['name']!r} must be 1 to 64 letters, digits, '_', '.' or "
                         "'-', not starting with '.' or '-'")
+    description = doc.get("description", "")
+    control = sorted({c for c in description if not (c.isprintable() or c in "\n\t")})
+    if control:  # the workbook shows the description; a cell cannot hold these
+        raise SpecError(f"description has control characters: {control}")
     vocab = _vocab(_section(doc, "vocab", _VOCAB_KEYS))
     model = _model(_section(doc, "model", _MODEL_KEYS))
     head = Head(**_section(doc, "head", _HEAD_KEYS))
