@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import string
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from xlformer import builder, catalog, recalc, writer
@@ -54,3 +56,21 @@ def lazy_recalc(paths: dict, folder_factory):
         return done[engine]
 
     return get
+
+
+ATBASH = str.maketrans(string.ascii_lowercase + string.ascii_uppercase,
+                       string.ascii_lowercase[::-1] + string.ascii_uppercase[::-1])
+
+
+def transposed(text: str) -> str:
+    """A square matrix written row-major, one character per entry, transposed."""
+    n = int(round(len(text) ** 0.5))
+    return "".join(np.array(list(text)).reshape(n, n).T.ravel())
+
+
+# What each hand-built template computes, from the full-length text it reads.
+ANSWERS = {
+    "reverse": lambda text: text[::-1],
+    "atbash": lambda text: text.translate(ATBASH),
+    "transpose": transposed,
+}

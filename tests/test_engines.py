@@ -10,7 +10,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from helpers import build_template, lazy_recalc
+from helpers import ANSWERS, build_template, lazy_recalc
 
 from xlformer import recalc, reference
 from xlformer.reader import cell_value, open_values, read_block, read_built
@@ -45,9 +45,23 @@ CASES = [
     ("live-vanilla-encoder", "vanilla-encoder", "20261123", "31415"),
     # Digits typed into a cell become a number, not text; MID and LEN still read them.
     ("live-vanilla-encoder-number", "vanilla-encoder", "20261123", 2718281),
+    ("atbash-wizard", "atbash", "wizard", None),
+    ("atbash-mixed", "atbash", "Hi, Bob!", None),
+    ("atbash-edges", "atbash", "aAzZmMnN", None),
+    ("atbash-empty", "atbash", "", None),
+    ("live-atbash", "atbash", "wizard", "Svool!?"),
+    ("live-atbash-unknown", "atbash", "wizard", "Zo\u00eb & Al"),
+    ("live-atbash-too-long", "atbash", "wizard", "attention is all"),
+    ("live-atbash-number", "atbash", "wizard", 20261123),
+    ("transpose-digits", "transpose", "123456789", None),
+    ("transpose-letters", "transpose", "abcdefghi", None),
+    ("transpose-short", "transpose", "1234", None),
+    ("live-transpose", "transpose", "123456789", "aBcDeFgHi"),
+    ("live-transpose-symbols", "transpose", "123456789", "x=1;y=2;z"),
+    ("live-transpose-number", "transpose", "123456789", 987654321),
 ]
 IDS = [c[0] for c in CASES]
-REVERSED_WORDS = ["python", "Hello!", "A1b2C3", "stress", "=+-@~`", "~ ~ ~ ", "Stream", "aAbBcC"]
+TASK_CASES = [c[0] for c in CASES if c[1] in ANSWERS]
 
 
 def type_text(path: Path, text: str | int) -> None:
@@ -87,13 +101,16 @@ def test_every_block_matches_reference(case, engine, built, recomputed):
 
 
 @pytest.mark.parametrize("engine", recalc.ENGINES)
-@pytest.mark.parametrize("word", REVERSED_WORDS)
-def test_reverse_outputs_the_reversed_word(word, engine, built, recomputed):
-    case = next(c for c, t, text, typed in CASES
-                if t == "reverse" and (typed or text) == word)
+@pytest.mark.parametrize("case", TASK_CASES)
+def test_hand_built_templates_output_their_answer(case, engine, built, recomputed):
+    """reverse, atbash, transpose: the text the sheet shows is the task's answer."""
+    _, template, text, typed = next(c for c in CASES if c[0] == case)
+    spec = read_built(built[case]).spec
+    T, pad = spec.model.max_seq, spec.vocab.pad
+    read = "".join(c if c in spec.vocab.tokens else pad for c in str(typed or text)[:T])
     values = open_values(recomputed(engine)[case])
     output = read_built(built[case]).names["output_text"]
-    assert cell_value(values, output) == word[::-1]
+    assert cell_value(values, output) == ANSWERS[template](read.ljust(T, pad))
 
 
 @pytest.mark.parametrize("engine", recalc.ENGINES)

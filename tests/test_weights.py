@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
+from helpers import ANSWERS, ATBASH
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xlformer import catalog, reference
-from xlformer.spec import load_spec
+from xlformer.spec import SpecError, load_spec, parse_spec
 from xlformer.weights import WeightsError, expected_shapes, load_npz, make_weights
 
 
@@ -82,3 +83,96 @@ def test_every_printable_input_reverses_exactly(word):
     attended = trace["h.0.attn.c_proj"][:, 0]
     codes = np.array([ord(c) for c in word.ljust(6)[::-1]])
     assert np.max(np.abs(attended - codes)) < 1e-6
+
+
+def transposed(text: str) -> str:
+    return ANSWERS["transpose"](text.ljust(9))
+
+
+def run(name: str, text: str):
+    spec = load_spec(catalog.resolve(name))
+    trace = reference.forward(spec, make_weights(spec), text)
+    return spec, trace, reference.decode(spec.vocab, trace["output.ids"])
+
+
+@pytest.mark.parametrize("word", ["wizard", "Hello, W", "AbyZ 09!", "zzzzzzzz", "", "~@[`{"])
+def test_reference_ciphers_atbash_with_attention_on_the_diagonal(word):
+    _, trace, out = run("atbash", word)
+    assert out == word.ljust(8).translate(ATBASH)
+    assert np.allclose(trace["h.0.attn.head0.weights"], np.eye(8), rtol=0, atol=1e-20)
+
+
+@pytest.mark.parametrize("word", ["123456789", "abcdefghi", "A.b,C;d:E", "1234", ""])
+def test_reference_transposes_a_3x3_matrix(word):
+    _, trace, out = run("transpose", word)
+    assert out == transposed(word)
+    route = np.arange(9).reshape(3, 3).T.ravel()  # output position -> input position
+    assert np.allclose(trace["h.0.attn.head0.weights"], np.eye(9)[route], atol=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=PRINTABLE, max_size=8))
+def test_every_printable_input_ciphers_exactly(word):
+    """sharpness = 8 in templates/atbash.toml: every letter unit is exactly 0 or 1."""
+    _, trace, out = run("atbash", word)
+    assert out == word.ljust(8).translate(ATBASH)
+    units = trace["h.0.mlp.act"][:, 1:]
+    assert set(np.unique(units)) <= {0.0, 1.0}
+    assert np.array_equal(trace["h.0.mlp.c_proj"][:, 0],
+                          [float(ord(c)) for c in out])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=PRINTABLE, max_size=9))
+def test_every_printable_matrix_transposes_exactly(word):
+    _, trace, out = run("transpose", word)
+    assert out == transposed(word)
+    codes = np.array([ord(c) for c in out])
+    assert np.max(np.abs(trace["h.0.attn.c_proj"][:, 0] - codes)) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["reverse", "atbash", "transpose"])
+def test_worst_case_inputs_keep_the_winner_ahead_by_the_sharpness(name):
+    """Attention reads positions only, so the attended code is off the most when every
+    other position holds an extreme code: these inputs bound the margin of all inputs."""
+    spec = load_spec(catalog.resolve(name))
+    params, T = make_weights(spec), spec.model.max_seq
+    answer = ANSWERS[name]
+    for fill in " ~":
+        for p in range(T):
+            for x in PRINTABLE:
+                text = fill * p + x + fill * (T - p - 1)
+                trace = reference.forward(spec, params, text)
+                assert reference.decode(spec.vocab, trace["output.ids"]) == answer(text)
+                top2 = np.sort(trace["logits"], axis=-1)[:, -2:]
+                lead = np.min(top2[:, 1] - top2[:, 0])
+                assert lead > 0.999 * spec.weights.sharpness, text
+
+
+CODES_3X3 = "[0, 1, 2, 4, 5, 6, 8, 9, 10]"
+
+
+@pytest.mark.parametrize(("name", "changes", "message"), [
+    ("transpose", {CODES_3X3: "[0, 1, 2, 3, 4, 5, 6, 7]", "max_seq = 9": "max_seq = 8"},
+     "model.max_seq = n * n"),
+    ("transpose", {CODES_3X3: "[0, 1, 2, 3, 4, 5, 6, 7, 8]"},
+     "binary_codes that are (row << 2) | column"),
+    ("transpose", {CODES_3X3: "[0, 1, 2, 4, 5, 6, 8, 9, 3]"},
+     "binary_codes that are (row << 2) | column"),
+    ("atbash", {"d_ff = 53": "d_ff = 27"}, "model.d_ff = 1 + letters = 53"),
+    ("atbash", {'set = "printable"': 'tokens = [" ", "a", "b"]'},
+     "mirror letters ['y', 'z'] in the vocab"),
+    ("atbash", {"[0, 1, 2, 3, 4, 5, 6, 7]": "[0, 1, 2, 3, 4, 5, 6, 6]"},
+     "binary_codes that are all different"),
+    ("reverse", {"residual = false": "residual = true"}, "needs model.residual = false"),
+    ("reverse", {"[0, 1, 3, 4, 6, 7]": "[0, 1, 3, 4, 5, 7]"}, "complementary bits"),
+])
+def test_task_weights_say_what_the_spec_lacks(name, changes, message):
+    source = catalog.resolve(name).read_text()
+    for old, new in {**changes, f'text = "{load_spec(catalog.resolve(name)).text}"':
+                     'text = ""'}.items():
+        assert old in source
+        source = source.replace(old, new)
+    with pytest.raises(SpecError, match="weights.task") as err:
+        make_weights(parse_spec(source))
+    assert message in str(err.value)

@@ -6,6 +6,7 @@ Names follow GPT-2/nanoGPT. Every matrix is stored (in, out), so a linear layer 
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -66,7 +67,8 @@ def to_sheet_precision(value: np.ndarray) -> np.ndarray:
     """Round to 15 significant digits: what spreadsheets show and LibreOffice saves
     (openpyxl itself writes 16). The reference then runs on exactly the numbers that
     every engine reads from the file."""
-    flat = [float(f"{x:.15g}") for x in np.asarray(value, dtype=np.float64).ravel()]
+    flat = [float(f"{x:.15g}") + 0.0  # + 0.0: no -0 in the sheet
+            for x in np.asarray(value, dtype=np.float64).ravel()]
     return np.array(flat, dtype=np.float64).reshape(np.shape(value))
 
 
@@ -124,35 +126,131 @@ def check_params(spec: Spec, params: Params, origin: str) -> None:
 
 
 # --- hand-built tasks --------------------------------------------------------
+#
+# All three share one construction; templates/reverse.toml explains its scale.
+# A character is embedded as its code (ord) in dimension 0, a position as the +-1 bits
+# of its binary code in the last dimensions. The one head routes each position i to
+# a position pi(i): keys are the position's bits times s, queries are its bits mapped
+# by a fixed matrix M times s, with b(i) @ M = b(pi(i)) for every i. A query then meets
+# its target's key with score bits * s^2 and any other key with at most (bits - 2) * s^2.
+# The value carries the code, and the head rounds the code back to a token.
 
 def reverse_weights(spec: Spec) -> Params:
-    """One head that reverses the input; see templates/reverse.toml for the reasoning.
+    """Attention to the mirror position: its code is the complement, so M = -I.
 
-    Token embedding: [character code, 0, ...]; the binary positional code fills the
-    last `bits` dimensions with +-1. Keys read the code, queries read minus the code,
-    so position p's query matches exactly the key whose code is the complement of its
-    own: the mirror position. Values carry the character code, and the head turns the
-    attended code c back into a token with logits k*(2*a_v*c - a_v^2), which is
-    k*(c^2 - (c - a_v)^2): the argmax is the token whose code a_v is nearest to c.
+    The value carries the character code, and the head turns the attended code c back
+    into a token with logits s*(2*a_v*c - a_v^2) = s*(c^2 - (c - a_v)^2): the argmax
+    is the token whose code a_v is nearest to c.
     """
+    _require_shape(spec, "reverse", mlp=False, value_dims=1)
     m = spec.model
-    _require_reverse_shape(spec)
-    d, bits, s = m.d_model, m.binary_bits, spec.weights.sharpness
-    codes = np.array([ord(t) for t in spec.vocab.tokens], dtype=np.float64)
-    params = {name: np.zeros(shape) for name, shape in expected_shapes(spec).items()}
-    params["wte"][:, 0] = codes
-    c_attn = params["h.0.attn.c_attn.weight"]  # columns: [q | k | v], d each
-    for b in range(d - bits, d):
-        c_attn[b, b] = -s  # query: minus the position code
-        c_attn[b, d + b] = s  # key: the position code
-    c_attn[0, 2 * d] = 1.0  # value: the character code
-    params["h.0.attn.c_proj.weight"] = np.eye(d)
-    params["lm_head.weight"][0, :] = 2 * s * codes
-    params["lm_head.bias"][:] = -s * codes**2
+    mirror = [m.max_seq - 1 - i for i in range(m.max_seq)]
+    params = _routed(spec, "reverse", -np.eye(m.binary_bits), mirror, value_dims=1,
+                     bad_codes="whose mirror positions have complementary bits")
+    _rounding_head(spec, params)
     return params
 
 
-def _require_reverse_shape(spec: Spec) -> None:
+def transpose_weights(spec: Spec) -> Params:
+    """An n x n matrix, one token per entry, row-major, comes out transposed.
+
+    Position p = n*r + c has the code (r << k) | c: k bits of row, then k bits of
+    column. Its transpose position n*c + r has the same bits with the halves swapped,
+    so M swaps the halves: a permutation of the code's bits routes each output
+    position to its input position, a permutation of positions.
+    """
+    _require_shape(spec, "transpose", mlp=False, value_dims=1)
+    m = spec.model
+    n = math.isqrt(m.max_seq)
+    k = max((n - 1).bit_length(), 1)
+    if n * n != m.max_seq:
+        raise SpecError("weights.task 'transpose' needs model.max_seq = n * n (an n x n matrix)")
+    bad_codes = f"that are (row << {k}) | column of each position"
+    if m.binary_bits != 2 * k:
+        raise SpecError(f"weights.task 'transpose' needs model.binary_codes {bad_codes}")
+    swap = np.roll(np.eye(2 * k), k, axis=1)  # bits [row | col] -> [col | row]
+    target = [n * (p % n) + p // n for p in range(m.max_seq)]
+    params = _routed(spec, "transpose", swap, target, value_dims=1, bad_codes=bad_codes)
+    _rounding_head(spec, params)
+    return params
+
+
+def atbash_weights(spec: Spec) -> Params:
+    """Attention on the diagonal, a feed-forward lookup of each letter's mirror letter.
+
+    Tokens embed as (c, c^2). ReLU unit 0 keeps c (codes are positive); the unit of
+    letter a is relu(1 - (c - a)^2) = relu(2a*c - c^2 + 1 - a^2), which is 1 at c = a
+    and 0 at every other integer code, and adds atbash(a) - a to the code. Characters
+    that are not ASCII letters fire no letter unit and pass unchanged.
+    """
+    _require_shape(spec, "atbash", mlp=True, value_dims=2)
+    m = spec.model
+    letters = [t for t in spec.vocab.tokens if t.isascii() and t.isalpha()]
+    missing = sorted({atbash(t) for t in letters} - set(spec.vocab.tokens))
+    if missing:
+        raise SpecError(f"weights.task 'atbash' needs the mirror letters {missing} in the vocab")
+    if m.d_ff != 1 + len(letters) or m.activation != "relu" or not m.bias:
+        raise SpecError(f"weights.task 'atbash' needs model.activation = 'relu', "
+                        f"model.bias = true and model.d_ff = 1 + letters = {1 + len(letters)}")
+    diagonal = list(range(m.max_seq))
+    params = _routed(spec, "atbash", np.eye(m.binary_bits), diagonal, value_dims=2,
+                     bad_codes="that are all different")
+    params["wte"][:, 1] = _codes(spec) ** 2
+    fc, fc_b = params["h.0.mlp.c_fc.weight"], params["h.0.mlp.c_fc.bias"]
+    proj = params["h.0.mlp.c_proj.weight"]
+    fc[0, 0] = proj[0, 0] = 1.0  # keep: relu(c) = c
+    for u, t in enumerate(letters, start=1):
+        a = float(ord(t))
+        fc[0, u], fc[1, u], fc_b[u] = 2 * a, -1.0, 1 - a * a
+        proj[u, 0] = ord(atbash(t)) - a
+    _rounding_head(spec, params)
+    return params
+
+
+def atbash(char: str) -> str:
+    """a <-> z, b <-> y, ..., A <-> Z, ...; anything else is itself."""
+    for first, last in ("az", "AZ"):
+        if first <= char <= last:
+            return chr(ord(first) + ord(last) - ord(char))
+    return char
+
+
+def _codes(spec: Spec) -> np.ndarray:  # -> [V]
+    return np.array([ord(t) for t in spec.vocab.tokens], dtype=np.float64)
+
+
+def _routed(spec: Spec, task: str, query_map: np.ndarray, target: list[int],
+            value_dims: int, bad_codes: str) -> Params:
+    """Zero weights but for: token codes in wte, one head from position i to target[i]
+    that copies the first `value_dims` dimensions, c_proj the identity."""
+    from .reference import binary_code  # reference imports this module
+
+    m = spec.model
+    d, bits, s = m.d_model, m.binary_bits, spec.weights.sharpness
+    codes = binary_code(m.binary_codes, bits, bits)  # [T, bits] of +-1
+    routed = np.array_equal(codes @ query_map, codes[target])
+    if not routed or len(set(m.binary_codes)) != m.max_seq:
+        raise SpecError(f"weights.task '{task}' needs model.binary_codes {bad_codes}")
+    params = {name: np.zeros(shape) for name, shape in expected_shapes(spec).items()}
+    params["wte"][:, 0] = _codes(spec)
+    c_attn = params["h.0.attn.c_attn.weight"]  # columns: [q | k | v], d each
+    pos = slice(d - bits, d)
+    c_attn[pos, pos] = s * query_map  # query: the target's code
+    c_attn[pos, d + (d - bits):2 * d] = s * np.eye(bits)  # key: the own code
+    for i in range(value_dims):
+        c_attn[i, 2 * d + i] = 1.0  # value: the token's code (and its square)
+    params["h.0.attn.c_proj.weight"] = np.eye(d)
+    return params
+
+
+def _rounding_head(spec: Spec, params: Params) -> None:
+    """Logits s*(2*a*c - a^2) for the code c in dimension 0: nearest code a wins."""
+    s, codes = spec.weights.sharpness, _codes(spec)
+    params["lm_head.weight"][0, :] = 2 * s * codes
+    params["lm_head.bias"][:] = -s * codes**2
+
+
+def _require_shape(spec: Spec, task: str, mlp: bool, value_dims: int) -> None:
     m, h = spec.model, spec.head
     wanted = {
         "model.n_layer = 1": m.n_layer == 1,
@@ -160,20 +258,16 @@ def _require_reverse_shape(spec: Spec) -> None:
         "model.head_size = model.d_model": m.head_size == m.d_model,
         "model.positions = 'binary'": m.positions == "binary",
         "model.norm = 'none'": m.norm == "none",
-        "model.mlp = false": not m.mlp,
+        f"model.mlp = {str(mlp).lower()}": m.mlp == mlp,
         "model.residual = false": not m.residual,
         "model.causal = false": not m.causal,
         "head.tied = false and head.bias = true": not h.tied and h.bias,
-        "model.d_model > the code's bits": m.positions != "binary" or m.d_model > m.binary_bits,
+        f"model.d_model >= the code's bits + {value_dims}":
+            m.positions != "binary" or m.d_model >= m.binary_bits + value_dims,
     }
     missing = [k for k, ok in wanted.items() if not ok]
     if missing:
-        raise SpecError(f"weights.task 'reverse' needs {', '.join(missing)}")
-    top = (1 << m.binary_bits) - 1
-    codes = m.binary_codes
-    if any(codes[p] ^ codes[-1 - p] != top for p in range(len(codes))):
-        raise SpecError("weights.task 'reverse' needs model.binary_codes whose mirror "
-                        "positions have complementary bits")
+        raise SpecError(f"weights.task '{task}' needs {', '.join(missing)}")
 
 
-TASKS = {"reverse": reverse_weights}
+TASKS = {"reverse": reverse_weights, "atbash": atbash_weights, "transpose": transpose_weights}
