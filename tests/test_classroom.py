@@ -85,6 +85,19 @@ def test_every_block_has_a_header_a_note_and_its_heatmap(saved):
             assert header.heatmap, f"{name} has no heatmap"
 
 
+def test_sheets_freeze_their_labels_and_print_landscape_with_them(saved):
+    _, book, wb = saved
+    for ws in wb.worksheets:
+        sheet = book.sheets[ws.title]
+        last_row = max([r for r, _ in sheet.cells] + [
+            openpyxl.utils.cell.coordinate_to_tuple(c.anchor)[0] + 16 for c in sheet.charts])
+        last_col = openpyxl.utils.get_column_letter(max(c for _, c in sheet.cells))
+        assert ws.print_area == f"'{ws.title}'!$A$1:${last_col}${last_row}"
+        assert ws.page_setup.orientation == "landscape"
+        if ws.title not in (GUIDE, "Spec"):
+            assert ws.freeze_panes == "C2" and ws.print_title_cols == "$A:$B", ws.title
+
+
 def test_the_guide_shows_the_description_and_the_spec_notes(saved):
     spec, _, wb = saved
     text = "\n".join(str(c.value) for row in wb[GUIDE].iter_rows() for c in row

@@ -62,6 +62,8 @@ class _Builder:
             self.book.sheet(name).widths.update({1: 8, 2: 14})  # labels, captions
             if name != SPEC:  # the sheet's title row and label columns stay in view
                 self.book.sheet(name).freeze = "C2"
+            else:
+                self.book.sheet(name).print_titles = False
         self.label(PAIRWISE, 1, 1, "The pairwise view of attention: scores without Q and K",
                    "title")
         self.label(PAIRWISE, 2, 1, "Q · K^T = (X · W_Q) · (X · W_K)^T = X · (W_Q · W_K^T) · X^T:"
@@ -438,7 +440,7 @@ class _Builder:
             return f.concat(refs)
         starts = range(0, n, JOIN_PART)
         [parts] = self.band(flow, [Slot("output.text_parts", 1, ("text",))], len(starts),
-                            positions=False)
+                            positions=False, explained=True)
         for k, start in enumerate(starts):
             self.label(S, parts.row + k, 1, f"pos {start}-{min(start + JOIN_PART, n) - 1}",
                        "header")

@@ -32,14 +32,14 @@ def header(name: str, spec: Spec) -> Header:
         "input.chars": Header(
             "character",
             "Each position's character, read from the input cell with MID(text, pos + 1, 1); "
-            "past the end of the text it is the padding token.", step=True, number_format="@"),
+            "past the end of the text it is the padding token.", step=True, number_format=GENERAL),
         "input.ids": Header(
             "token id",
             "The token id of each position: where its one-hot row holds the 1 "
             "(the padding id when the character is not in the vocabulary).",
             number_format="0"),
         "input.note": Header(
-            "note", "Why a position reads as padding, if it does.", number_format="@"),
+            "note", "Why a position reads as padding, if it does.", number_format=GENERAL),
         "input.onehot": Header(
             "one-hot[pos, token] = 1 if char = token",
             "One row per position, one column per vocabulary entry (the header row is the "
@@ -82,9 +82,13 @@ def header(name: str, spec: Spec) -> Header:
             "probs[chosen position]",
             "The row of probs at the position typed in the yellow cell above (0 when that "
             "is not a position); the chart below draws it.", step=True, heatmap="unit"),
+        "output.text_parts": Header(
+            "joined chars", "The output characters joined in parts (one row per range of "
+            "positions), so that no formula grows past Excel's 8,192 characters; the output "
+            "text joins the parts.", number_format=GENERAL),
         "output.chars": Header(
             "char = vocab[id]", "The most likely token as text; joined, they are the "
-            "output text.", step=True, number_format="@"),
+            "output text.", step=True, number_format=GENERAL),
     }
     return table[name]
 

@@ -21,6 +21,7 @@ from openpyxl.chart import BarChart, Reference
 from openpyxl.comments import Comment
 from openpyxl.formatting.rule import ColorScaleRule
 from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.utils.cell import coordinate_to_tuple
 from openpyxl.workbook.defined_name import DefinedName
 from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.hyperlink import Hyperlink
@@ -67,6 +68,7 @@ _SCALES = {
 }
 # A leading character that would make a spreadsheet read text as a formula.
 _FORMULA_START = ("=", "+", "-", "@")
+CHART_ROWS = 16
 
 
 def save(book: Book, path: Path) -> None:
@@ -140,18 +142,23 @@ def _present(ws, sheet: Sheet) -> None:
         ws.merge_cells(span(area.row, area.col, area.nrows, area.ncols))
     for chart in sheet.charts:
         ws.add_chart(_bar_chart(ws, chart), chart.anchor)
-    if ws.max_row > 1 or ws.max_column > 1:
-        ws.print_area = f"A1:{col_letters(ws.max_column)}{ws.max_row}"
+    ws.print_area = f"A1:{col_letters(ws.max_column)}{_last_row(ws, sheet)}"
     ws.page_setup.orientation = "landscape"
     if sheet.print_titles:
         ws.print_title_cols = "A:B"
+
+
+def _last_row(ws, sheet: Sheet) -> int:
+    """The last row to print: the last cell's, or the bottom of the lowest chart."""
+    charts = [coordinate_to_tuple(c.anchor)[0] + CHART_ROWS for c in sheet.charts]
+    return max([ws.max_row, *charts])
 
 
 def _bar_chart(ws, chart: Chart) -> BarChart:
     bar = BarChart()
     bar.type, bar.title, bar.legend = "col", chart.title, None
     bar.x_axis.title, bar.y_axis.title = chart.x_title, chart.y_title
-    bar.width, bar.height = 24, 8
+    bar.width, bar.height = 24, 8  # cm: about CHART_ROWS rows of the default height
     v, c = chart.values, chart.categories
     bar.add_data(Reference(ws, min_col=v.col, min_row=v.row, max_col=v.col + v.ncols - 1,
                            max_row=v.row + v.nrows - 1), from_rows=True)
