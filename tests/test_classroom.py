@@ -138,18 +138,41 @@ CHART_CASES = [
 ]
 
 
+def _type(path: Path, name: str, value) -> None:
+    """What a reader does: type into a named cell and save, without xlformer."""
+    wb = openpyxl.load_workbook(path)
+    area = read_built(path).names[name]
+    wb[area.sheet].cell(area.row, area.col).value = value
+    wb.save(path)
+
+
 @pytest.fixture(scope="module")
 def charted(tmp_path_factory):
     folder, paths = tmp_path_factory.mktemp("chart"), {}
     for case, template, typed, _ in CHART_CASES:
         path = build_template(template, folder / f"{case}.xlsx")
-        if typed is not None:  # what a reader does: type into the cell and save
-            wb = openpyxl.load_workbook(path)
-            area = read_built(path).names["chart.position"]
-            wb[area.sheet].cell(area.row, area.col).value = typed
-            wb.save(path)
+        if typed is not None:
+            _type(path, "chart.position", typed)
         paths[case] = path
+    # The issue's test of done: a new word typed into the showcase workbook.
+    paths["new-word"] = folder / "new-word.xlsx"
+    paths["new-word"].write_bytes((ROOT / "workbooks" / "reverse.xlsx").read_bytes())
+    _type(paths["new-word"], "input_text", "Stream")
     return paths, lazy_recalc(paths, tmp_path_factory)
+
+
+@pytest.mark.parametrize("engine", recalc.ENGINES)
+def test_a_new_word_in_the_showcase_shows_reversed_with_its_mirror_heatmap(engine, charted):
+    paths, recomputed = charted
+    values = open_values(recomputed(engine)["new-word"])
+    built = read_built(paths["new-word"])
+    assert _echoes(paths["new-word"], values) == {"input_text": "Stream",
+                                                  "output_text": "maertS"}
+    weights = read_block(values, built.names["h.0.attn.head0.weights"])
+    assert weights.argmax(axis=1).tolist() == [5, 4, 3, 2, 1, 0]
+    keys = built.names["h.0.attn.head0.weights"]
+    labels = [values[keys.sheet].cell(keys.row - 1, keys.col + j).value for j in range(6)]
+    assert labels == [f"{j} {c}" for j, c in enumerate("Stream")]
 
 
 @pytest.mark.parametrize("engine", recalc.ENGINES)
