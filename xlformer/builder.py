@@ -95,7 +95,7 @@ class _Builder:
                 self.explain(slot.name, Area(flow.sheet, title_row, area.col, 1, 1), area)
             else:
                 sheet.put(title_row, area.col, Cell(LABEL, slot.name, "title"))
-                sheet.formats.append((area, "0.000"))
+                sheet.formats.append((area, "General"))  # weights: as typed, as fits
             for j, label in enumerate(slot.labels):
                 cell = label if isinstance(label, Cell) else Cell(LABEL, label, "collabel")
                 sheet.put(title_row + 1, area.col + j, cell)
@@ -175,6 +175,8 @@ class _Builder:
                     self.book.put(area, i, j, Cell(NUMBER, float(grid[i, j]), "weight"))
             self.book.name(name, area)
             self.w[name] = area
+            if value.ndim == 2 and name.startswith("h."):  # a layer's matrix: its pattern
+                self.book.sheet(WEIGHTS).heatmaps.append((area, "diverging"))
 
     def input_sheet(self, text: str) -> Area:
         """Input text -> characters -> one-hot -> token ids -> embeddings."""

@@ -177,6 +177,6 @@ def _colours(page: _Page) -> None:
         page.line((2, style, style), (3, meaning, ""))
     page.line((2, "heatmap: blue", "swatch_blue"),
               (3, "attention weights and probabilities near 1 (white near 0); "
-                  "the lowest scores and logits", ""))
+                  "the lowest scores, logits and weights", ""))
     page.line((2, "heatmap: red", "swatch_red"),
-              (3, "the highest scores and logits (white: the median)", ""))
+              (3, "the highest scores, logits and weights (white: the median)", ""))
