@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import explain
+from . import explain, reference
 from . import formulas as f
 from .book import FORMULA, LABEL, NUMBER, TEXT, Book, Cell, Chart
+from .generation import Generation
 from .guide import GUIDE, guide_sheet
 from .layout import Area, Flow, Slot
 from .limits import LimitError
 from .spec import Spec
-from .weights import Params
+from .weights import Params, stack_prefix
 
 INPUT, OUTPUT, WEIGHTS, SPEC = "Input", "Output", "Weights", "Spec"
 PAIRWISE = "Pairwise"
@@ -26,8 +27,9 @@ ECHO_ROW = 3  # Input sheet row that shows the output text beside the input
 JOIN_PART = 256  # characters joined per formula in a long output text
 
 
-def layer_sheet(i: int) -> str:
-    return f"Layer{i}"
+def layer_sheet(i: int, stack: str = "") -> str:
+    """Layer0, ... (decoder-only); Encoder0, ... and Decoder0, ... (encoder-decoder)."""
+    return {"": "Layer", "enc.": "Encoder", "dec.": "Decoder"}[stack] + str(i)
 
 
 def build(spec: Spec, params: Params, text: str) -> Book:
@@ -43,16 +45,26 @@ class _Builder:
         self.w: dict[str, Area] = {}  # weight blocks by parameter name
         self.const: dict[str, Area] = {}  # spec constants and derived scalars
         self.chars: Area | None = None  # per-position characters, the rows' labels
+        self.source_chars: Area | None = None  # the input text's characters
         self.vocab: Area | None = None  # the vocabulary row that lookups read
         self.input_text = ""  # absolute reference to the input cell
-        self.pairs = Flow(PAIRWISE, top=3)  # every head's pairwise view, one sheet
+        self.dec = stack_prefix(spec, "dec")  # prefix of the decoder's names: "" or "dec."
+        self.memory: Area | None = None  # encoder-decoder: the encoder's output
+        self.generation: Generation | None = None  # when the spec generates: fed back
+        self.flow: Flow | None = None  # the sheet flow of the layer built last
+        self.pairs = Flow(PAIRWISE, top=3)  # every self-attention head's pairwise view
 
     def build(self, text: str) -> Book:
+        m = self.m
         sheets = {
             INPUT: "the input text, how each position is read, the embeddings",
-            **{layer_sheet(i): f"transformer block {i}: attention, then feed-forward"
-               for i in range(self.m.n_layer)},
-            PAIRWISE: "each head's scores as X · W_Q · W_K^T · X^T: the pairwise view",
+            **{layer_sheet(i, "enc."): f"encoder block {i}: attention over the whole input, "
+               "then feed-forward" for i in range(m.n_enc_layer)},
+            **{layer_sheet(i, self.dec): f"transformer block {i}: attention, "
+               + ("cross-attention to the encoder, " if self.dec else "") + "then feed-forward"
+               for i in range(m.n_layer)},
+            **({PAIRWISE: "each head's scores as X · W_Q · W_K^T · X^T: the pairwise view"}
+               if m.n_layer + m.n_enc_layer else {}),
             OUTPUT: "the final vectors, logits, probabilities, the output text and a chart",
             WEIGHTS: "every weight (the only typed-in numbers) and constants",
             SPEC: "the model spec the workbook was built from",
@@ -64,12 +76,8 @@ class _Builder:
                 self.book.sheet(name).freeze = "C2"
             else:
                 self.book.sheet(name).print_titles = False
-        self.label(PAIRWISE, 1, 1, "The pairwise view of attention: scores without Q and K",
-                   "title")
-        self.label(PAIRWISE, 2, 1, "Q · K^T = (X · W_Q) · (X · W_K)^T = X · (W_Q · W_K^T) · X^T:"
-                   " a head's scores depend on its weights only through W_QK = W_Q · W_K^T."
-                   " X is the head's input (row i = position i); scores_qk equals the head's"
-                   " scores on its layer sheet.")
+        if PAIRWISE in sheets:
+            self.pairwise_sheet()
         self.spec_sheet()
         self.weights_sheet()
         x = self.input_sheet(text)
@@ -79,11 +87,21 @@ class _Builder:
         guide_sheet(self.book, self.spec, sheets)
         return self.book
 
+    def pairwise_sheet(self) -> None:
+        self.label(PAIRWISE, 1, 1, "The pairwise view of attention: scores without Q and K",
+                   "title")
+        self.label(PAIRWISE, 2, 1, "Q · K^T = (X · W_Q) · (X · W_K)^T = X · (W_Q · W_K^T) · X^T:"
+                   " a head's scores depend on its weights only through W_QK = W_Q · W_K^T."
+                   " X is the head's input (row i = position i); scores_qk equals the head's"
+                   " scores on its layer sheet.")
+
     # --- helpers -----------------------------------------------------------------
 
     def band(self, flow: Flow, slots: list[Slot], nrows: int,
-             positions: bool = True, explained: bool | None = None) -> list[Area]:
-        """Place a band of blocks with their titles, column labels and row labels.
+             positions: bool = True, explained: bool | None = None,
+             chars: Area | None = None) -> list[Area]:
+        """Place a band of blocks with their titles, column labels and row labels
+        (the characters of `chars`, by default the current stack's).
 
         Explained blocks (by default those whose rows are positions) get their header
         from explain.py; the others (weights) are titled by their name.
@@ -99,11 +117,12 @@ class _Builder:
             for j, label in enumerate(slot.labels):
                 cell = label if isinstance(label, Cell) else Cell(LABEL, label, "collabel")
                 sheet.put(title_row + 1, area.col + j, cell)
+        chars = chars or self.chars
         if positions:
             for i in range(nrows):
                 sheet.put(areas[0].row + i, 1, Cell(LABEL, f"pos {i}", "header"))
-                if self.chars is not None and self.chars.sheet != flow.sheet:
-                    body = f.copy(self.chars.ref(i, 0, flow.sheet))
+                if chars is not None and chars.sheet != flow.sheet:
+                    body = f.copy(chars.ref(i, 0, flow.sheet))
                     sheet.put(areas[0].row + i, 2, Cell(FORMULA, f.prepare(body), "label"))
         return areas
 
@@ -169,7 +188,7 @@ class _Builder:
                                rows, positions=False)
             grid = value.reshape(rows, cols)
             for i in range(rows):
-                row_label = self.spec.vocab.tokens[i] if name == "wte" else str(i)
+                row_label = self.token_rows(name)[i] if name.endswith("wte") else str(i)
                 self.book.sheet(WEIGHTS).put(area.row + i, 1, Cell(LABEL, row_label, "header"))
                 for j in range(cols):
                     self.book.put(area, i, j, Cell(NUMBER, float(grid[i, j]), "weight"))
@@ -177,6 +196,10 @@ class _Builder:
             self.w[name] = area
             if value.ndim == 2 and name.startswith("h."):  # a layer's matrix: its pattern
                 self.book.sheet(WEIGHTS).heatmaps.append((area, "diverging"))
+
+    def token_rows(self, wte: str) -> tuple[str, ...]:
+        """The tokens an embedding table's rows stand for."""
+        return (self.spec.out_vocab if wte == f"{self.dec}wte" else self.spec.vocab).tokens
 
     def input_sheet(self, text: str) -> Area:
         """Input text -> characters -> one-hot -> token ids -> embeddings."""
@@ -201,31 +224,37 @@ class _Builder:
         pad_ref, pad_id_ref = pad.ref(0, 0, S, True), pad_id.ref(0, 0, S, True)
         self.fill("input.chars", chars, lambda i, _: f.char_at(self.input_text, i, pad_ref),
                   trace=False)
-        self.chars = chars
+        self.chars = self.source_chars = chars
         self.fill("input.onehot", onehot, lambda i, j: f.one_hot(
             chars.ref(i, 0, S), vocab.ref(0, j, S, absolute=True)))
         self.fill("input.ids", ids, lambda i, _: f.token_id(onehot.rows_ref(i, S), pad_id_ref))
         self.fill("input.note", notes,
                   lambda i, _: f.input_note(self.input_text, i, onehot.rows_ref(i, S)), trace=False)
+        if self.spec.generate is not None:  # the decoder reads back what it chose
+            self.generation = Generation(self)
+            return self.generation.decoder_input(flow, ids)
         return self.embeddings(flow, ids)
 
-    def embeddings(self, flow: Flow, ids: Area) -> Area:
+    def embeddings(self, flow: Flow, ids: Area, p: str = "") -> Area:
+        """Token (and position) embeddings of one stack, names prefixed by `p`."""
         m, S = self.m, flow.sheet
-        names = ["tok_emb"] + (["pos_emb", "embed"] if m.positions != "none" else [])
+        names = [p + n for n in ("tok_emb", "pos_emb", "embed")]
+        if m.positions == "none":
+            names = names[:1]
         areas = self.band(flow, [Slot(n, m.d_model, self.dims()) for n in names], self.T)
-        wte = self.w["wte"].full_ref(S, absolute=True)
-        tok = self.fill("tok_emb", areas[0],
+        wte = self.w[f"{p}wte"].full_ref(S, absolute=True)
+        tok = self.fill(names[0], areas[0],
                         lambda i, j: f.lookup(wte, ids.ref(i, 0, S), j))
         if m.positions == "none":
             return tok
-        pos = self.fill("pos_emb", areas[1], self.position_formula(S))
-        return self.fill("embed", areas[2],
+        pos = self.fill(names[1], areas[1], self.position_formula(S, p))
+        return self.fill(names[2], areas[2],
                          lambda i, j: f.add(tok.ref(i, j, S), pos.ref(i, j, S)))
 
-    def position_formula(self, here: str) -> Callable[[int, int], str]:
+    def position_formula(self, here: str, p: str = "") -> Callable[[int, int], str]:
         m = self.m
         if m.positions == "learned":
-            return lambda i, j: f.copy(self.w["wpe"].ref(i, j, here))
+            return lambda i, j: f.copy(self.w[f"{p}wpe"].ref(i, j, here))
         if m.positions == "sinusoidal":
             return lambda i, j: f.sinusoid(i, j, m.d_model)
         first = m.d_model - m.binary_bits  # binary: the code sits in the last dimensions
@@ -234,10 +263,15 @@ class _Builder:
 
     # --- one transformer block ---------------------------------------------------------
 
-    def layer(self, i: int, x: Area) -> Area:
-        flow, p = Flow(layer_sheet(i)), f"h.{i}"
+    def layer(self, i: int, x: Area, stack: str | None = None) -> Area:
+        """Block i of a stack ('' decoder-only, 'enc.' or 'dec.'), on its own sheet."""
+        stack = self.dec if stack is None else stack
+        flow, p = Flow(layer_sheet(i, stack)), f"{stack}h.{i}"
+        self.flow = flow  # the last layer's sheet, where an encoder's final norm goes
         self.label(flow.sheet, flow.skip(2), 1, f"Layer {i} ({p})", "title")
         x = self.sublayer(flow, x, p, "ln_1", "resid_attn", self.attention)
+        if stack == "dec.":
+            x = self.sublayer(flow, x, p, "ln_cross", "resid_cross", self.cross_attention)
         if self.m.mlp:
             x = self.sublayer(flow, x, p, "ln_2", "resid_mlp", self.mlp)
         return x
@@ -284,42 +318,74 @@ class _Builder:
 
     def attention(self, flow: Flow, p: str, x: Area, resid: str) -> tuple[Area, Area | None]:
         m, S, a = self.m, flow.sheet, f"{p}.attn"
-        da, hs = m.d_attn, m.head_size
-        labels = tuple(f"{part}{h}.{c}" for part in "qkv" for h in range(m.n_head)
-                       for c in range(hs))
-        [qkv] = self.band(flow, [Slot(f"{a}.c_attn", 3 * da, labels)], self.T)
+        da = m.d_attn
+        [qkv] = self.band(flow, [Slot(f"{a}.c_attn", 3 * da, self.head_labels("qkv"))], self.T)
         self.linear(f"{a}.c_attn", qkv, x, S)
+        q, k, v = (qkv.window(0, part * da, self.T, da) for part in range(3))
+        causal = reference.causal(self.spec, p)
+        out = self.heads(flow, a, q, k, v, causal, resid)
+        for h in range(m.n_head):
+            self.pairwise(a, h, x, causal)
+        return out
+
+    def cross_attention(self, flow: Flow, p: str, x: Area,
+                        resid: str) -> tuple[Area, Area | None]:
+        """Queries from the decoder's rows, keys and values from the encoder's output.
+
+        c_kv's rows are source positions (labelled with the source's characters): it
+        reads the encoder only, so any decoder step may read all of it."""
+        m, S, a = self.m, flow.sheet, f"{p}.cross"
+        da = m.d_attn
+        [cq] = self.band(flow, [Slot(f"{a}.c_q", da, self.head_labels("q"))], self.T)
+        self.linear(f"{a}.c_q", cq, x, S)
+        [ckv] = self.band(flow, [Slot(f"{a}.c_kv", 2 * da, self.head_labels("kv"))], self.T,
+                          chars=self.source_chars)
+        self.linear(f"{a}.c_kv", ckv, self.memory, S)
+        k, v = (ckv.window(0, part * da, self.T, da) for part in range(2))
+        return self.heads(flow, a, cq, k, v, False, resid)
+
+    def head_labels(self, parts: str) -> tuple[str, ...]:
+        m = self.m
+        return tuple(f"{part}{h}.{c}" for part in parts for h in range(m.n_head)
+                     for c in range(m.head_size))
+
+    def heads(self, flow: Flow, a: str, q: Area, k: Area, v: Area, causal: bool,
+              resid: str) -> tuple[Area, Area | None]:
+        """Every head's softmax band, the heads side by side, c_proj (and room for resid)."""
+        m, S, hs, T = self.m, flow.sheet, self.m.head_size, self.T
         outs = []
         for h in range(m.n_head):
-            q, k, v = (qkv.window(0, part * da + h * hs, self.T, hs) for part in range(3))
-            for part, area in zip("qkv", (q, k, v), strict=True):
+            qh, kh, vh = (t.window(0, h * hs, T, hs) for t in (q, k, v))
+            for part, area in zip("qkv", (qh, kh, vh), strict=True):
                 self.book.block(f"{a}.head{h}.{part}", area)
-            outs.append((self.softmax_band(flow, f"{a}.head{h}", q, k), v))
-            self.pairwise(a, h, x)
+            outs.append((self.softmax_band(flow, f"{a}.head{h}", qh, kh, causal), vh))
         heads, proj, *tail = self.band(
-            flow, [Slot(f"{a}.heads", da, labels[2 * da:]),
-                   Slot(f"{a}.c_proj", m.d_model, self.dims()), *self.resid_slots(resid)],
-            self.T)
-        # Head h's output in its own columns: weights row times a column of v.
+            flow, [Slot(f"{a}.heads", m.d_attn, self.head_labels("v")),
+                   Slot(f"{a}.c_proj", m.d_model, self.dims()), *self.resid_slots(resid)], T)
+        # Head h's output in its own columns: weights row times a column of v; under a
+        # causal mask both read positions 0..i only, so no row reads a later one.
+        n = (lambda i: i + 1) if causal else (lambda i: T)
         self.fill(f"{a}.heads", heads, lambda i, j: f.linear(
-            outs[j // hs][0].rows_ref(i, S), outs[j // hs][1].col_ref(j % hs, S), None))
+            outs[j // hs][0].window(i, 0, 1, n(i)).full_ref(S),
+            outs[j // hs][1].window(0, j % hs, n(i), 1).full_ref(S), None))
         for h in range(m.n_head):
-            self.book.block(f"{a}.head{h}.out", heads.window(0, h * hs, self.T, hs))
+            self.book.block(f"{a}.head{h}.out", heads.window(0, h * hs, T, hs))
         return self.linear(f"{a}.c_proj", proj, heads, S), (tail or [None])[0]
 
-    def softmax_band(self, flow: Flow, n: str, q: Area, k: Area) -> Area:
+    def softmax_band(self, flow: Flow, n: str, q: Area, k: Area, causal: bool) -> Area:
         """scores = q.k^T (scaled); weights = softmax(scores), in visible steps. Returns weights."""
         m, S, T = self.m, flow.sheet, self.T
-        keys = self.key_labels(S)
+        keys = self.key_labels(S, self.source_chars if ".cross." in n else None)
         scores, mx, ex, sm, wts = self.band(flow, [
             Slot(f"{n}.scores", T, keys), Slot(f"{n}.max", 1, ("max",)),
             Slot(f"{n}.exp", T, keys), Slot(f"{n}.sum", 1, ("sum",)),
             Slot(f"{n}.weights", T, keys)], T)
         scale = self.const["attn_scale"].ref(0, 0, S, True) if m.scale else None
+        # The causal mask is visible in the ranges: row i reads keys 0..i only, and the
+        # hidden entries are the constant 0.
+        width = (lambda i: i + 1) if causal else (lambda i: T)
         self.fill(f"{n}.scores", scores, lambda i, j: f.scaled_dot(
-            q.rows_ref(i, S), k.rows_ref(j, S), scale))
-        # The causal mask is visible in the ranges: row i's maximum reads keys 0..i only.
-        width = (lambda i: i + 1) if m.causal else (lambda i: T)
+            q.rows_ref(i, S), k.rows_ref(j, S), scale) if j < width(i) else f.zero())
         self.fill(f"{n}.max", mx, lambda i, _: f.row_max(
             scores.window(i, 0, 1, width(i)).full_ref(S)))
         self.fill(f"{n}.exp", ex, lambda i, j: f.exp_shifted(
@@ -328,7 +394,7 @@ class _Builder:
         return self.fill(f"{n}.weights", wts, lambda i, j: f.divide(
             ex.ref(i, j, S), sm.ref(i, 0, S, True)))
 
-    def pairwise(self, a: str, h: int, x: Area) -> None:
+    def pairwise(self, a: str, h: int, x: Area, causal: bool) -> None:
         """W_QK = W_Q . W_K^T, then X . W_QK, then scores = (X . W_QK) . X^T: equal to the
         head's scores. With biases X is read with a column of ones (the last row and
         column of W_QK), as reference.pairwise does."""
@@ -353,9 +419,10 @@ class _Builder:
         self.fill(f"{n}.x_wqk", xw, lambda i, c: f.linear(
             x.rows_ref(i, S), wqk.window(0, c, d, 1).full_ref(S, True), bias_row(c)))
         scale = self.const["attn_scale"].ref(0, 0, S, True) if m.scale else None
+        width = (lambda i: i + 1) if causal else (lambda i: T)  # as the head's scores
         self.fill(f"{n}.scores_qk", scores, lambda i, j: f.bilinear(
             xw.window(i, 0, 1, d).full_ref(S), x.rows_ref(j, S),
-            xw.ref(i, d, S) if b is not None else None, scale))
+            xw.ref(i, d, S) if b is not None else None, scale) if j < width(i) else f.zero())
 
     def mlp(self, flow: Flow, p: str, x: Area, resid: str) -> tuple[Area, Area | None]:
         m, S, n = self.m, flow.sheet, f"{p}.mlp"
@@ -369,9 +436,10 @@ class _Builder:
             flow, [Slot(f"{n}.c_proj", m.d_model, self.dims()), *self.resid_slots(resid)], self.T)
         return self.linear(f"{n}.c_proj", proj, act, S), (tail or [None])[0]
 
-    def key_labels(self, here: str) -> tuple[Cell, ...]:
+    def key_labels(self, here: str, chars: Area | None = None) -> tuple[Cell, ...]:
         """Column labels of a positions x positions block: each key's index and character."""
-        return tuple(Cell(FORMULA, f.prepare(f.labelled(j, self.chars.ref(j, 0, here, True))),
+        chars = chars or self.chars
+        return tuple(Cell(FORMULA, f.prepare(f.labelled(j, chars.ref(j, 0, here, True))),
                           "collabel") for j in range(self.T))
 
     def dims(self) -> tuple[str, ...]:
@@ -381,30 +449,44 @@ class _Builder:
 
     def output_sheet(self, x: Area) -> None:
         """ln_f -> logits -> softmax -> argmax -> characters -> output text."""
-        spec, S, T, V = self.spec, OUTPUT, self.T, len(self.spec.vocab)
+        spec, S, T, V = self.spec, OUTPUT, self.T, len(self.spec.out_vocab)
         self.label(S, 1, 1, "Output", "title")
         flow = Flow(S, top=4)
         if self.m.norm == "pre":
-            x = self.layer_norm(flow, "ln_f", x)
-        tokens = spec.vocab.tokens
+            x = self.layer_norm(flow, f"{self.dec}ln_f", x)
+        tokens = spec.out_vocab.tokens
         logits, mx = self.band(flow, [Slot("logits", V, tokens), Slot("probs.max", 1, ("max",))],
                                T)
         self.fill("logits", logits, self.logit_formula(x, S))
-        self.fill("probs.max", mx, lambda i, _: f.row_max(logits.rows_ref(i, S)))
+        if spec.target_vocab is not None:  # the tokens to decode with: logits' header row
+            self.vocab = Area(S, logits.row - 1, logits.col, 1, V)
+            self.book.name("target_vocab", self.vocab)
+        scores, exp = logits, lambda i, j, x, m: f.exp_shifted(x, m)  # the softmax's input
+        if self.generation is not None:  # temperature and top-k, in a band of their own
+            scores, exp = self.generation.tempered(flow, logits)
+        self.fill("probs.max", mx, lambda i, _: f.row_max(scores.rows_ref(i, S)))
         ex, sm = self.band(flow, [Slot("probs.exp", V, tokens), Slot("probs.sum", 1, ("sum",))],
                            T)
-        self.fill("probs.exp", ex, lambda i, j: f.exp_shifted(
-            logits.ref(i, j, S), mx.ref(i, 0, S, True)))
+        self.fill("probs.exp", ex, lambda i, j: exp(i, j, scores.ref(i, j, S),
+                                                    mx.ref(i, 0, S, True)))
         self.fill("probs.sum", sm, lambda i, _: f.row_sum(ex.rows_ref(i, S)))
         [probs] = self.band(flow, [Slot("probs", V, tokens)], T)
         self.fill("probs", probs, lambda i, j: f.divide(ex.ref(i, j, S), sm.ref(i, 0, S, True)))
         ids, chars = self.band(flow, [Slot("output.ids", 1, ("id",)),
                                       Slot("output.chars", 1, ("char",))], T)
-        self.fill("output.ids", ids, lambda i, _: f.argmax(logits.rows_ref(i, S), mx.ref(i, 0, S)))
+        def argmax(i: int) -> str:
+            return f.argmax(scores.rows_ref(i, S), mx.ref(i, 0, S))
+
+        choice = argmax if self.generation is None else self.generation.sampled(
+            flow, probs, argmax)  # sampled at a temperature above 0
+        self.fill("output.ids", ids, lambda i, _: choice(i))
         vocab = self.vocab.full_ref(S, absolute=True)
         self.fill("output.chars", chars, lambda i, _: f.token_text(vocab, ids.ref(i, 0, S)),
                   trace=False)
-        text = self.joined(flow, chars)
+        if self.generation is not None:
+            text = self.generation.feed_back(flow, ids, chars, mx, sm)
+        else:
+            text = self.joined(flow, chars)
         out = self.scalar("output_text", S, 2, Cell(FORMULA, f.prepare(text), "output"),
                           "output text")
         echo = Cell(FORMULA, f.prepare(f.copy(out.ref(0, 0, INPUT, True))), "output")
@@ -455,7 +537,7 @@ class _Builder:
         b = self.w.get("lm_head.bias")
         bias = (lambda v: None) if b is None else (lambda v: b.ref(0, v, S, True))
         if self.spec.head.tied:
-            wte = self.w["wte"]
+            wte = self.w[f"{self.dec}wte"]
             return lambda i, v: f.with_bias(f.dot(x.rows_ref(i, S), wte.rows_ref(v, S)), bias(v))
         w = self.w["lm_head.weight"]
         return lambda i, v: f.linear(x.rows_ref(i, S), w.col_ref(v, S), bias(v))

@@ -12,9 +12,11 @@ import re
 from .book import Header
 from .spec import Spec
 
-_HEAD = re.compile(r"^(?P<p>.*)\.attn\.head(?P<h>\d+)\.(?P<part>\w+)$")
+_HEAD = re.compile(r"^(?P<p>.*)\.(?P<kind>attn|cross)\.head(?P<h>\d+)\.(?P<part>\w+)$")
+_STACK = re.compile(r"^(?P<s>enc\.|dec\.)(?P<rest>.+)$")
+_STACKS = {"enc.": "encoder", "dec.": "decoder"}
 GENERAL = "General"  # as many digits as fit: for values that may be large or tiny
-_LAYER = re.compile(r"^h\.(?P<i>\d+)\.(?P<rest>.+)$")
+_LAYER = re.compile(r"^(?P<s>enc\.|dec\.)?h\.(?P<i>\d+)\.(?P<rest>.+)$")
 
 
 def header(name: str, spec: Spec) -> Header:
@@ -22,12 +24,25 @@ def header(name: str, spec: Spec) -> Header:
     m = spec.model
     head = _HEAD.match(name)
     if head:
-        return _head_part(head["part"], int(head["h"]), head["p"], spec)
+        h = _head_part(head["part"], int(head["h"]), head["p"], spec)
+        if head["kind"] == "cross":
+            h = Header(h.title.replace("(head", "(cross, head"),
+                       h.note + " Cross-attention: queries are the decoder's positions (rows),"
+                       " keys and values the encoder's output at the source positions"
+                       " (columns).", h.step, h.heatmap, h.number_format)
+        return h
     layer = _LAYER.match(name)
     if layer:
-        return _layer_part(layer["rest"], int(layer["i"]), spec)
+        return _layer_part(layer["rest"], int(layer["i"]), spec, layer["s"] or "")
+    stack = _STACK.match(name)
+    if stack:  # an encoder's or decoder's own embedding or final norm
+        h = header(stack["rest"], spec)
+        return Header(f"{h.title} ({_STACKS[stack['s']]})", h.note, h.step, h.heatmap,
+                      h.number_format)
     if name.startswith("ln_f"):
         return _norm(name, "ln_f", "the last layer's output", "the final LayerNorm")
+    if name in _GENERATION:
+        return _GENERATION[name]
     table = {
         "input.chars": Header(
             "character",
@@ -93,6 +108,51 @@ def header(name: str, spec: Spec) -> Header:
     return table[name]
 
 
+_GENERATION = {
+    "gen.status": Header(
+        "status", "What each position holds: prompt (or start), generated, end (the end "
+        "token was generated here) or unused (read as padding).", number_format=GENERAL),
+    "gen.ids": Header(
+        "token fed", "The token id each position reads: the prompt's, else the token chosen "
+        "one row up (output.ids), so the steps follow one another, live; under teacher "
+        "forcing the target one row up.", step=True, number_format="0"),
+    "gen.chars": Header("char fed", "The token fed at each position, as text.",
+                        number_format=GENERAL),
+    "gen.uniform": Header(
+        "u (typed)", "A uniform number per position for sampling (typed, like a seed): the "
+        "token chosen is the first whose cumulative probability exceeds u.",
+        number_format=GENERAL),
+    "logits.scaled": Header(
+        "logits / temperature", "The logits divided by the temperature (unchanged at "
+        "temperature 0, which takes the argmax).", heatmap="diverging", number_format=GENERAL),
+    "probs.keep": Header(
+        "in top-k", "1 for a token among the k most likely (top-k = 0 keeps all); a token "
+        "top-k drops gets probability 0.", heatmap="unit", number_format="0"),
+    "probs.cum": Header("cumulative probs", "Running sum of each row's probabilities.",
+                        heatmap="unit"),
+    "probs.below": Header(
+        "cum ≤ u", "1 where the cumulative probability is at most the position's u; their "
+        "count is the sampled token's id.", number_format="0"),
+    "output.shown": Header(
+        "shown", "Each position's part of the output text: the token it was fed if generated;"
+        " under teacher forcing, the prediction where it is scored.", number_format=GENERAL),
+    "teacher.chars": Header(
+        "target char", "The target character each position is scored against (teacher "
+        "forcing): the target shifted by one.", number_format=GENERAL),
+    "teacher.ids": Header("target id", "The target character's token id.",
+                          number_format="0"),
+    "teacher.onehot": Header("target one-hot", "1 where the target character is exactly "
+                             "that token.", heatmap="unit", number_format="0"),
+    "teacher.scored": Header("scored", "1 where the position has a target to be scored "
+                             "against.", number_format="0"),
+    "teacher.loss": Header(
+        "−ln p(target)", "Cross-entropy: minus the log of the probability the model gives "
+        "the target token at this position.", step=True),
+    "teacher.mean_loss": Header("mean loss", "The average loss over the scored positions: "
+                                "what training would minimize."),
+}
+
+
 def _positions_note(spec: Spec) -> str:
     m = spec.model
     if m.positions == "learned":
@@ -121,15 +181,18 @@ def _norm(name: str, base: str, source: str, what: str) -> Header:
     }[stat]
 
 
-def _layer_part(rest: str, i: int, spec: Spec) -> Header:
-    m, p = spec.model, f"h.{i}"
+def _layer_part(rest: str, i: int, spec: Spec, stack: str = "") -> Header:
+    m, p = spec.model, f"{stack}h.{i}"
     source = "the embedding" if i == 0 else f"layer {i - 1}'s output"
     b = " + b" if m.bias else ""
-    for ln, what in (("ln_1", "before attention"), ("ln_2", "before the feed-forward layer")):
+    for ln, what, resid, before in (
+            ("ln_1", "before attention", "attn", source),
+            ("ln_cross", "before cross-attention", "cross", f"{p}.resid_attn"),
+            ("ln_2", "before the feed-forward layer", "mlp",
+             f"{p}.resid_cross" if stack == "dec." else f"{p}.resid_attn")):
         if rest.startswith(ln):
             post = m.norm == "post"
-            src = (f"the residual sum h.{i}.resid_{'attn' if ln == 'ln_1' else 'mlp'}"
-                   if post else (source if ln == "ln_1" else f"h.{i}.resid_attn"))
+            src = f"the residual sum {p}.resid_{resid}" if post else before
             return _norm(rest, ln, src, f"LayerNorm {'after the sum' if post else what}")
     x_attn = f"{p}.ln_1" if m.norm == "pre" else source
     x_mlp = (f"{p}.ln_2" if m.norm == "pre" else
@@ -150,6 +213,22 @@ def _layer_part(rest: str, i: int, spec: Spec) -> Header:
         "attn.c_proj": Header(
             f"attn = heads · W_O{b}",
             f"The heads mixed back into {m.d_model} dimensions by {p}.attn.c_proj.weight.",
+            step=True),
+        "cross.c_q": Header(
+            f"Q = X · W_q{b} (cross)", "The decoder's queries for cross-attention, every head "
+            "side by side; X is the decoder's current vector.", step=True),
+        "cross.c_kv": Header(
+            f"[K | V] = memory · W_kv{b} (cross)", "Keys and values from the encoder's output "
+            "(rows are source positions): what the decoder can look up in the input.",
+            step=True),
+        "cross.heads": Header(
+            "out = weights · V, per head (cross)", "Each cross-attention head's output: a "
+            "weighted average of the encoder's values.", step=True),
+        "cross.c_proj": Header(
+            f"cross = heads · W_O{b}", "The cross-attention heads mixed back into "
+            f"{m.d_model} dimensions.", step=True),
+        "resid_cross": Header(
+            "x + cross", "Residual sum: what entered cross-attention plus its output.",
             step=True),
         "resid_attn": Header(
             "x + attn", f"Residual sum: the layer's input ({source}) plus the attention "

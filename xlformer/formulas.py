@@ -16,8 +16,9 @@ from . import limits
 # Function -> True when Excel added it after 2007 and the file needs the _xlfn. prefix.
 FUNCTIONS: dict[str, bool] = {
     "AND": False, "AVERAGE": False, "COS": False, "EXACT": False, "EXP": False, "IF": False,
-    "IFERROR": False, "INDEX": False, "INT": False, "ISNUMBER": False, "LEN": False, "MATCH": False,
-    "MAX": False, "MID": False, "MMULT": False, "MOD": False, "PI": False,
+    "IFERROR": False, "INDEX": False, "INT": False, "ISNUMBER": False, "LEN": False,
+    "MATCH": False, "MAX": False, "MID": False, "MIN": False, "MMULT": False, "MOD": False,
+    "OR": False, "PI": False, "RANK": False, "LN": False,
     "POWER": False, "SIN": False, "SQRT": False, "SUM": False, "SUMPRODUCT": False,
     "TANH": False, "VARP": False,
 }
@@ -226,3 +227,114 @@ def position_note(cell: str, max_seq: int) -> str:
     why = f"is not a whole number from 0 to {max_seq - 1}: showing position 0"
     return (f'IF(ISNUMBER({cell}),IF({_whole_in(cell, max_seq - 1)},"","{why}"),'
             f'"{why}")')
+
+
+# --- generation: each position's input is the token chosen at the one before ---------
+
+def prompt_len(text: str, max_seq: int) -> str:
+    """How many positions the prompt fills."""
+    return f"MIN(LEN({text}),{max_seq})"
+
+
+def gen_status(pos: int, prompt_len: str | None, steps: str, prev_status: str,
+               prev_choice: str, end_id: str | None, target: str) -> str:
+    """What position `pos` (>= 1) holds: "prompt", "generated", "end" or "unused".
+
+    A position is generated while fewer than `steps` tokens have been and the token
+    before it was not the end token; `prompt_len` None means a one-token prompt (the
+    start token of an encoder-decoder's decoder)."""
+    body = '"generated"' if end_id is None else f'IF({prev_choice}={end_id},"end","generated")'
+    body = f'IF(OR({prev_status}="unused",{prev_status}="end"),"unused",{body})'
+    L = "1" if prompt_len is None else prompt_len
+    teacher = f'IF({pos}-{L}<LEN({target})-1,"target","unused")'
+    if prompt_len is None:
+        return f'IF(LEN({target})>0,{teacher},IF({pos}>{steps},"unused",{body}))'
+    return (f'IF({pos}<{L},"prompt",IF(LEN({target})>0,IF({L}=0,"unused",{teacher}),'
+            f'IF({pos}>={L}+{steps},"unused",{body})))')
+
+
+def first_status(prompt_len: str) -> str:
+    """Position 0 of a decoder-only model: the prompt's first token, or unused if empty."""
+    return f'IF({prompt_len}>0,"prompt","unused")'
+
+
+def start_status() -> str:
+    return '"start"'
+
+
+def fed_token(status: str, prompt_id: str | None, pad_id: str, prev_choice: str | None,
+              prev_label: str | None) -> str:
+    """The token a position reads: the prompt's, padding when unused, the previous
+    position's label under teacher forcing, else the previous position's choice."""
+    body = pad_id if prev_choice is None else (
+        f'IF({status}="unused",{pad_id},IF({status}="target",{prev_label},{prev_choice}))')
+    return body if prompt_id is None else f'IF({status}="prompt",{prompt_id},{body})'
+
+
+def fed_char(status: str, vocab_row: str, token: str) -> str:
+    return f'IF({status}="unused","",{token_text(vocab_row, token)})'
+
+
+def shown_char(status: str, char: str, label: str, predicted: str) -> str:
+    """A position's part of output_text: the token it was fed if generated (end token
+    included), under teacher forcing what the model predicts where it is scored."""
+    return f'IF(OR({status}="generated",{status}="end"),{char},"")&IF({label}="","",{predicted})'
+
+
+# --- teacher forcing ------------------------------------------------------------------
+
+def label_char(target: str, pos: int, prompt_len: str | None) -> str:
+    """The target character position `pos` is scored against: target[pos - L + 1], with
+    L the prompt's length (None: the one start token)."""
+    if prompt_len is None:
+        return f'IF({pos}>=LEN({target}),"",MID({target},{pos + 1},1))'
+    L = prompt_len
+    return (f'IF({L}=0,"",IF({pos}+1<{L},"",'
+            f'IF({pos}-{L}+1>=LEN({target}),"",MID({target},{pos}-{L}+2,1))))')
+
+
+def view_note(target: str, generating: str, teaching: str) -> str:
+    """Which view the sheet shows: teacher forcing when a target is typed."""
+    return f"IF(LEN({target})>0,{string(teaching)},{string(generating)})"
+
+
+def scored(label: str) -> str:
+    return f'IF({label}="",0,1)'
+
+
+def cross_entropy(scored_ref: str, row_sum_ref: str, row_max_ref: str, row: str,
+                  label_id: str) -> str:
+    """-ln p(label) as log-softmax, ln(sum) + max - x[label]: finite where p underflows."""
+    return (f"IF({scored_ref}=1,LN({row_sum_ref})+{row_max_ref}"
+            f"-INDEX({row},1,{label_id}+1),0)")
+
+
+def mean_loss(losses: str, scored_col: str) -> str:
+    return f"SUM({losses})/MAX(1,SUM({scored_col}))"
+
+
+# --- sampling -------------------------------------------------------------------------
+
+def temper(logit: str, temperature: str) -> str:
+    """logit / temperature; a temperature of 0 (greedy) leaves the logit as it is."""
+    return f"IF({temperature}>0,{logit}/{temperature},{logit})"
+
+
+def in_top_k(x: str, row: str, k: str) -> str:
+    """1 if fewer than k entries of the row are larger than x (k = 0: every entry)."""
+    return f"IF({k}>0,IF(RANK({x},{row})<={k},1,0),1)"
+
+
+def kept_exp(keep: str, x: str, row_max_ref: str) -> str:
+    return f"IF({keep}=1,{exp_shifted(x, row_max_ref)},0)"
+
+
+def at_most(x: str, u: str) -> str:
+    return f"IF({x}<={u},1,0)"
+
+
+def sample_or_argmax(temperature: str, below_row: str, n: int, argmax_body: str) -> str:
+    """Inverse-CDF sampling: the first token whose cumulative probability exceeds the
+    uniform u is the number of cumulative entries <= u (at most the last token, for
+    rounding). A temperature of 0 takes the argmax instead."""
+    return f"IF({temperature}>0,MIN(SUM({below_row}),{n - 1}),{argmax_body})"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +66,26 @@ def read_built(path: Path) -> Built:
               for name, shape in expected_shapes(spec).items()}
     text_area = names["input_text"]
     text = wb[text_area.sheet].cell(text_area.row, text_area.col).value or ""
+    if spec.generate is not None:
+        spec = _sampling_as_typed(wb, names, spec)
     formulas = {(ws.title, c.row, c.column): c.value
                 for ws in wb.worksheets for row in ws.iter_rows() for c in row
                 if c.data_type == "f"}
     return Built(spec, params, str(text), names, formulas)
+
+
+def _sampling_as_typed(wb, names: dict[str, Area], spec: Spec) -> Spec:
+    """The spec with the sampling controls the workbook's cells hold: a user may have
+    changed the temperature, top-k or the uniform numbers."""
+    try:
+        g = replace(spec.generate,
+                    temperature=float(cell_value(wb, names["gen.temperature"])),
+                    top_k=int(cell_value(wb, names["gen.top_k"])),
+                    uniforms=tuple(map(float, read_block(wb, names["gen.uniform"]).ravel())),
+                    target=str(cell_value(wb, names["target_text"]) or ""))
+    except (KeyError, TypeError, ValueError) as e:
+        raise NotAWorkbook(f"the sampling cells of {spec.name} are not numbers: {e}") from None
+    return replace(spec, generate=g)
 
 
 def _area(target: str) -> Area:

@@ -72,6 +72,11 @@ class Model:
     scale: bool = True  # scores divided by sqrt(head_size)
     residual: bool = True  # x + sublayer(x) around attention and mlp
     bias: bool = True  # biases on c_attn, c_proj, c_fc
+    n_enc_layer: int = 0  # > 0: an encoder-decoder; n_layer counts the decoder's blocks
+
+    @property
+    def encoder_decoder(self) -> bool:
+        return self.n_enc_layer > 0
 
     @property
     def d_attn(self) -> int:
@@ -100,6 +105,20 @@ class Weights:
 
 
 @dataclass(frozen=True)
+class Generate:
+    """Live generation: the sheet feeds each position's chosen token to the next position."""
+
+    steps: int  # tokens generated after the prompt (decoder-only) or the start token
+    end: str = ""  # a target token that stops generation; "" for none
+    start: str = ""  # encoder-decoder: the decoder's first input token
+    temperature: float = 0.0  # logits / temperature before the softmax; 0: greedy argmax
+    top_k: int = 0  # sample among the k most likely tokens; 0: among all
+    seed: int = 0  # seeds the uniform numbers that drive sampling, one per position
+    uniforms: tuple[float, ...] = ()  # read back from a workbook's cells; () = from seed
+    target: str = ""  # teacher forcing: the decoder reads this target instead of its choices
+
+
+@dataclass(frozen=True)
 class Spec:
     name: str
     description: str
@@ -109,19 +128,28 @@ class Spec:
     head: Head = field(default_factory=Head)
     weights: Weights = field(default_factory=lambda: Weights("random"))
     source: str = ""  # the TOML this spec was read from, kept in the workbook
+    generate: Generate | None = None  # None: one forward pass over the input
+    target_vocab: Vocab | None = None  # encoder-decoder: the decoder's tokens (default: vocab)
+
+    @property
+    def out_vocab(self) -> Vocab:
+        """The tokens the head chooses among (and the decoder reads when generating)."""
+        return self.target_vocab or self.vocab
 
 
 # --- reading ---------------------------------------------------------------
 
 _TOP_KEYS = {"name": str, "description": str, "text": str}
-_SECTIONS = ("vocab", "model", "head", "weights")
+_SECTIONS = ("vocab", "model", "head", "weights", "generate", "target_vocab")
 _VOCAB_KEYS = {"set": str, "tokens": list, "pad": str}
 _MODEL_KEYS = {
     "max_seq": int, "d_model": int, "n_head": int, "head_size": int, "n_layer": int,
     "mlp": bool, "d_ff": int, "activation": str, "norm": str, "ln_eps": float,
     "positions": str, "binary_codes": list, "causal": bool, "scale": bool,
-    "residual": bool, "bias": bool,
+    "residual": bool, "bias": bool, "n_enc_layer": int,
 }
+_GENERATE_KEYS = {"steps": int, "end": str, "start": str, "temperature": float,
+                  "top_k": int, "seed": int, "target": str}
 _HEAD_KEYS = {"tied": bool, "bias": bool}
 _WEIGHT_KEYS = {
     "source": str, "task": str, "sharpness": float, "seed": int, "std": float, "file": str,
@@ -161,6 +189,15 @@ def parse_spec(source: str, base: Path = Path("."), origin: str = "spec") -> Spe
     model = _model(_section(doc, "model", _MODEL_KEYS))
     head = Head(**_section(doc, "head", _HEAD_KEYS))
     weights = _weights(_section(doc, "weights", _WEIGHT_KEYS), base)
+    target = (_vocab(_section(doc, "target_vocab", _VOCAB_KEYS))
+              if "target_vocab" in doc else None)
+    generate = (_generate(_section(doc, "generate", _GENERATE_KEYS), model,
+                          target or vocab) if "generate" in doc else None)
+    if model.encoder_decoder and generate is None:
+        raise SpecError("an encoder-decoder (model.n_enc_layer > 0) needs a [generate] "
+                        "section with its start token")
+    if target is not None and not model.encoder_decoder:
+        raise SpecError("[target_vocab] is only for encoder-decoders (model.n_enc_layer > 0)")
     spec = Spec(
         name=doc["name"],
         description=doc.get("description", ""),
@@ -170,6 +207,8 @@ def parse_spec(source: str, base: Path = Path("."), origin: str = "spec") -> Spe
         head=head,
         weights=weights,
         source=source,
+        generate=generate,
+        target_vocab=target,
     )
     check_text(spec, spec.text)
     return spec
@@ -246,6 +285,11 @@ def _model(table: dict) -> Model:
 def _check_model(m: Model) -> None:
     sizes = {"max_seq": m.max_seq, "d_model": m.d_model, "n_head": m.n_head,
              "head_size": m.head_size}
+    if m.n_enc_layer < 0:
+        raise SpecError(f"model.n_enc_layer must not be negative, not {m.n_enc_layer}")
+    if m.encoder_decoder and m.n_layer < 1:
+        raise SpecError("an encoder-decoder needs model.n_layer >= 1: the decoder's "
+                        "blocks are where it reads the encoder")
     if m.mlp:
         sizes["d_ff"] = m.d_ff
     for key, value in sizes.items():
@@ -270,6 +314,31 @@ def _check_model(m: Model) -> None:
                             f"more than d_model ({m.d_model})")
     elif m.binary_codes:
         raise SpecError("model.binary_codes is only for positions = 'binary'")
+
+
+def _generate(table: dict, m: Model, vocab: Vocab) -> Generate:
+    if "steps" not in table:
+        table["steps"] = m.max_seq - 1
+    table["temperature"] = float(table.get("temperature", 0.0))
+    gen = Generate(**table)
+    if gen.temperature < 0:
+        raise SpecError(f"generate.temperature must not be negative, not {gen.temperature}")
+    if not 0 <= gen.top_k <= len(vocab):
+        raise SpecError(f"generate.top_k must be 0 (all) .. {len(vocab)}, not {gen.top_k}")
+    if not m.causal:
+        raise SpecError("[generate] needs model.causal = true: a position may only read "
+                        "the positions before it")
+    if not 1 <= gen.steps < m.max_seq:
+        raise SpecError(f"generate.steps must be 1 .. max_seq - 1 ({m.max_seq - 1}), "
+                        f"not {gen.steps}")
+    for key in ("end", "start"):
+        token = getattr(gen, key)
+        if token and token not in vocab.tokens:
+            raise SpecError(f"generate.{key} {token!r} is not one of the "
+                            f"{'target ' if m.encoder_decoder else ''}vocabulary's tokens")
+    if m.encoder_decoder != bool(gen.start):
+        raise SpecError("generate.start is needed by encoder-decoders and only by them")
+    return gen
 
 
 def _weights(table: dict, base: Path) -> Weights:

@@ -22,28 +22,56 @@ class WeightsError(ValueError):
 
 
 def expected_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
-    """Every array the spec needs, with its shape, in a fixed order."""
-    m, V = spec.model, len(spec.vocab)
-    shapes: dict[str, tuple[int, ...]] = {"wte": (V, m.d_model)}
-    if m.positions == "learned":
-        shapes["wpe"] = (m.max_seq, m.d_model)
-    for i in range(m.n_layer):
-        p = f"h.{i}."
-        if m.norm != "none":
-            shapes |= _norm(p + "ln_1", m.d_model)
-        shapes |= _linear(p + "attn.c_attn", m.d_model, 3 * m.d_attn, m.bias)
-        shapes |= _linear(p + "attn.c_proj", m.d_attn, m.d_model, m.bias)
-        if m.mlp:
-            if m.norm != "none":
-                shapes |= _norm(p + "ln_2", m.d_model)
-            shapes |= _linear(p + "mlp.c_fc", m.d_model, m.d_ff, m.bias)
-            shapes |= _linear(p + "mlp.c_proj", m.d_ff, m.d_model, m.bias)
-    if m.norm == "pre":
-        shapes |= _norm("ln_f", m.d_model)
+    """Every array the spec needs, with its shape, in a fixed order.
+
+    A decoder-only model uses GPT-2's names (`wte`, `h.0.attn.c_attn.weight`, ...); an
+    encoder-decoder prefixes its halves with `enc.` and `dec.`, and each decoder block
+    adds cross-attention (`dec.h.0.cross.c_q`, `.c_kv`, `.c_proj`, norm `ln_cross`).
+    """
+    m = spec.model
+    shapes: dict[str, tuple[int, ...]] = {}
+    if m.encoder_decoder:
+        shapes |= _stack(spec, "enc.", len(spec.vocab), m.n_enc_layer, cross=False)
+    shapes |= _stack(spec, stack_prefix(spec, "dec"), len(spec.out_vocab), m.n_layer,
+                     cross=m.encoder_decoder)
     if not spec.head.tied:
-        shapes["lm_head.weight"] = (m.d_model, V)
+        shapes["lm_head.weight"] = (m.d_model, len(spec.out_vocab))
     if spec.head.bias:
-        shapes["lm_head.bias"] = (V,)
+        shapes["lm_head.bias"] = (len(spec.out_vocab),)
+    return shapes
+
+
+def stack_prefix(spec: Spec, part: str) -> str:
+    """'enc.' or 'dec.' in an encoder-decoder; '' for the one stack of a decoder-only model."""
+    return f"{part}." if spec.model.encoder_decoder else ""
+
+
+def _stack(spec: Spec, p: str, V: int, n_layer: int, cross: bool) -> dict[str, tuple[int, ...]]:
+    """Embeddings, blocks and final norm of one stack of blocks."""
+    m = spec.model
+    norm = m.norm != "none"
+    shapes: dict[str, tuple[int, ...]] = {f"{p}wte": (V, m.d_model)}
+    if m.positions == "learned":
+        shapes[f"{p}wpe"] = (m.max_seq, m.d_model)
+    for i in range(n_layer):
+        b = f"{p}h.{i}."
+        if norm:
+            shapes |= _norm(b + "ln_1", m.d_model)
+        shapes |= _linear(b + "attn.c_attn", m.d_model, 3 * m.d_attn, m.bias)
+        shapes |= _linear(b + "attn.c_proj", m.d_attn, m.d_model, m.bias)
+        if cross:
+            if norm:
+                shapes |= _norm(b + "ln_cross", m.d_model)
+            shapes |= _linear(b + "cross.c_q", m.d_model, m.d_attn, m.bias)
+            shapes |= _linear(b + "cross.c_kv", m.d_model, 2 * m.d_attn, m.bias)
+            shapes |= _linear(b + "cross.c_proj", m.d_attn, m.d_model, m.bias)
+        if m.mlp:
+            if norm:
+                shapes |= _norm(b + "ln_2", m.d_model)
+            shapes |= _linear(b + "mlp.c_fc", m.d_model, m.d_ff, m.bias)
+            shapes |= _linear(b + "mlp.c_proj", m.d_ff, m.d_model, m.bias)
+    if m.norm == "pre":
+        shapes |= _norm(f"{p}ln_f", m.d_model)
     return shapes
 
 
@@ -270,4 +298,105 @@ def _require_shape(spec: Spec, task: str, mlp: bool, value_dims: int) -> None:
         raise SpecError(f"weights.task '{task}' needs {', '.join(missing)}")
 
 
-TASKS = {"reverse": reverse_weights, "atbash": atbash_weights, "transpose": transpose_weights}
+def _require(spec: Spec, task: str, wanted: dict[str, bool]) -> None:
+    missing = [k for k, ok in wanted.items() if not ok]
+    if missing:
+        raise SpecError(f"weights.task '{task}' needs {', '.join(missing)}")
+
+
+def _code_shape(spec: Spec, d_model: int) -> dict[str, bool]:
+    """What the code-and-position tasks below share."""
+    m, h = spec.model, spec.head
+    return {
+        "model.n_head = 1": m.n_head == 1,
+        "model.head_size = model.d_model": m.head_size == m.d_model,
+        "model.positions = 'binary'": m.positions == "binary",
+        f"model.d_model = {d_model}": m.d_model == d_model,
+        "model.norm = 'none'": m.norm == "none",
+        "model.mlp = false": not m.mlp,
+        "model.bias = false": not m.bias,
+        "head.tied = false and head.bias = true": not h.tied and h.bias,
+        "model.binary_codes all different": len(set(m.binary_codes)) == len(m.binary_codes),
+    }
+
+
+def _code_head(params: Params, dim: int, codes: np.ndarray, s: float) -> None:
+    """Logits s*(2*a_v*c - a_v^2) of the value c in dimension `dim`: the argmax is the
+    token whose code a_v is nearest to c (see reverse_weights)."""
+    params["lm_head.weight"][dim, :] = 2 * s * codes
+    params["lm_head.bias"][:] = -s * codes**2
+
+
+NEVER = -1000.0  # a logit code no attended character code comes near: never chosen
+
+
+def successor_weights(spec: Spec) -> Params:
+    """A decoder whose one head attends to its own position and outputs the next letter.
+
+    Embedding and positions as in `reverse`, but the query is plus the position code, so
+    the best key under the causal mask is the position itself (the diagonal). The value
+    carries the character code c, and the head picks the token whose *predecessor's*
+    code is nearest to c: after 'a' comes 'b', after 'z' the end token '.', after a
+    space 'a'. Fed back, the sheet continues the alphabet.
+    """
+    m = spec.model
+    bits = m.binary_bits if m.positions == "binary" else 0
+    _require(spec, "successor", _code_shape(spec, 1 + bits) | {
+        "model.n_layer = 1": m.n_layer == 1, "model.residual = false": not m.residual,
+        "model.causal = true": m.causal,
+        "the tokens ' ', 'a'..'z'": set(" abcdefghijklmnopqrstuvwxyz") <= set(spec.vocab.tokens),
+    })
+    d, s, tokens = m.d_model, spec.weights.sharpness, spec.vocab.tokens
+    params = {name: np.zeros(shape) for name, shape in expected_shapes(spec).items()}
+    params["wte"][:, 0] = [ord(t) for t in tokens]
+    c_attn = params["h.0.attn.c_attn.weight"]
+    for b in range(1, d):
+        c_attn[b, b] = c_attn[b, d + b] = s  # query and key: the position code
+    c_attn[0, 2 * d] = 1.0
+    params["h.0.attn.c_proj.weight"] = np.eye(d)
+    nxt = {chr(c): chr(c + 1) for c in range(ord("a"), ord("z"))} | {" ": "a"}
+    if spec.generate and spec.generate.end:
+        nxt["z"] = spec.generate.end
+    after = {v: float(ord(k)) for k, v in nxt.items()}
+    _code_head(params, 0, np.array([after.get(t, NEVER) for t in tokens]), s)
+    return params
+
+
+def copy_weights(spec: Spec) -> Params:
+    """An encoder-decoder that copies its source through cross-attention.
+
+    Dimension 0 carries a character's code, dimension 1 the code that cross-attention
+    brings, the rest the binary position code. Every self-attention is zero (the
+    residual passes the stream on), so the encoder's output is its embedding. In each
+    decoder block, cross-attention's query and key are the position code: decoder
+    position i attends to source position i (the diagonal of the cross weights), and
+    the value brings that source character's code into dimension 1. The head turns it
+    into the target token with that code; a source position past the text holds the
+    padding, whose code the end token takes, so the copy ends with the end token.
+    """
+    m, g = spec.model, spec.generate
+    bits = m.binary_bits if m.positions == "binary" else 0
+    _require(spec, "copy", _code_shape(spec, 2 + bits) | {
+        "an encoder-decoder": m.encoder_decoder, "model.residual = true": m.residual,
+        "generate.end": bool(g and g.end),
+        "every source token in the target vocabulary":
+            set(spec.vocab.tokens) - {spec.vocab.pad} <= set(spec.out_vocab.tokens),
+    })
+    d, s = m.d_model, spec.weights.sharpness
+    params = {name: np.zeros(shape) for name, shape in expected_shapes(spec).items()}
+    params["enc.wte"][:, 0] = [ord(t) for t in spec.vocab.tokens]
+    params["dec.wte"][:, 0] = [ord(t) for t in spec.out_vocab.tokens]
+    for i in range(m.n_layer):
+        p = f"dec.h.{i}.cross."
+        for b in range(2, d):
+            params[p + "c_q.weight"][b, b] = params[p + "c_kv.weight"][b, b] = s
+        params[p + "c_kv.weight"][0, d] = 1.0  # value: the source character's code
+        params[p + "c_proj.weight"][0, 1] = 1.0 / m.n_layer  # the layers' sum is the code
+    codes = {t: float(ord(t)) for t in spec.vocab.tokens if t != spec.vocab.pad}
+    codes[g.end] = float(ord(spec.vocab.pad))
+    _code_head(params, 1, np.array([codes.get(t, NEVER) for t in spec.out_vocab.tokens]), s)
+    return params
+
+
+TASKS = {"reverse": reverse_weights, "atbash": atbash_weights, "transpose": transpose_weights,
+         "successor": successor_weights, "copy": copy_weights}

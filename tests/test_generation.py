@@ -1,0 +1,441 @@
+"""Live generation: the sheet's one pass equals the reference's step-by-step greedy decode.
+
+Templates `alphabet` (decoder-only) and `copy` (encoder-decoder), and seeded random
+generating specs that mix the switches, are recomputed in both engines; the formulas
+are read to prove that no position reads a later one. Gnumeric silently iterates a
+circular reference instead of reporting it, so the engine-side proof that the layout
+has none is LibreOffice's: a workbook made circular on purpose shows error values
+there, and the real ones do not.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import replace
+
+import openpyxl
+import pytest
+from helpers import build_template, lazy_recalc
+from test_engines import type_text
+
+from xlformer import builder, reference, writer
+from xlformer.reader import cell_value, open_values, read_block, read_built
+from xlformer.recalc import ENGINES
+from xlformer.spec import SpecError, parse_spec
+from xlformer.verify import compare
+from xlformer.weights import make_weights
+
+COUNT = 6  # random generating specs: even seeds decoder-only, odd ones encoder-decoders
+
+
+def _b(flag: bool) -> str:
+    return "true" if flag else "false"
+
+
+def _toml_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def random_generating_spec(seed: int) -> str:
+    rng = random.Random(seed)
+    enc_dec = seed % 2 == 1
+    n_head, head_size = rng.randint(1, 2), rng.randint(1, 3)
+    max_seq = rng.randint(4, 7)
+    tokens = rng.sample("abcdefgh.=+", rng.randint(3, 8))
+    lines = [f'name = "gen-{seed}"', "[vocab]",
+             "tokens = [" + ", ".join(map(_toml_str, tokens)) + "]"]
+    target = rng.sample("xyzwv^$", rng.randint(3, 6)) if enc_dec and seed % 3 else tokens
+    if enc_dec and target is not tokens:
+        lines += ["[target_vocab]", "tokens = [" + ", ".join(map(_toml_str, target)) + "]"]
+    lines += [
+        "[model]", f"max_seq = {max_seq}", f"d_model = {n_head * head_size + rng.randint(0, 2)}",
+        f"n_head = {n_head}", f"head_size = {head_size}", f"n_layer = {rng.randint(1, 2)}",
+        f"n_enc_layer = {rng.randint(1, 2) if enc_dec else 0}",
+        f"mlp = {_b(rng.random() < 0.7)}", f"d_ff = {rng.randint(1, 5)}",
+        f'norm = "{["pre", "post", "none"][seed % 3]}"',
+        f'positions = "{["learned", "sinusoidal", "none"][seed // 2 % 3]}"',
+        f"residual = {_b(rng.random() < 0.8)}", f"bias = {_b(rng.random() < 0.5)}",
+        "[head]", f"tied = {_b(rng.random() < 0.5)}",
+        "[weights]", 'source = "random"', f"seed = {seed}", "std = 1.5",
+        "[generate]", f"steps = {rng.randint(2, max_seq - 1)}",
+        f"temperature = {[0.0, 0.8, 2.0][seed % 3]}", f"top_k = {rng.randint(0, 2)}",
+        f"seed = {seed}",
+    ]
+    if rng.random() < 0.7:
+        lines.append(f"end = {_toml_str(rng.choice(target))}")
+    if enc_dec:
+        lines.append(f"start = {_toml_str(target[0])}")
+    return "\n".join(lines) + "\n"
+
+
+def random_prompt(seed: int, tokens, max_seq: int) -> str:
+    rng = random.Random(seed + 1000)
+    return "".join(rng.choice(tokens) for _ in range(rng.randint(1, max_seq - 1)))
+
+
+# (case, template, text built with, text typed in afterwards or None)
+TEMPLATE_CASES = [
+    ("alphabet-abc", "alphabet", "abc", None),
+    ("alphabet-end", "alphabet", "wxy", None),
+    ("alphabet-full", "alphabet", "abcdefgh", None),
+    ("alphabet-empty", "alphabet", "", None),
+    ("copy-hello", "copy", "hello", None),
+    ("copy-long", "copy", "abcdefgh", None),
+    ("copy-empty", "copy", "", None),
+    ("live-alphabet", "alphabet", "abc", "pqrs"),
+    ("live-alphabet-end", "alphabet", "abc", "xy"),
+    ("live-copy", "copy", "hello", "spread"),
+    ("live-copy-unknown", "copy", "hello", "ab7c"),
+]
+# Teacher forcing, switched on by typing a target: (template, source or prompt, target)
+TEACHER_CASES = {
+    "teach-copy": ("copy", "hello", "help$"),
+    "teach-alphabet": ("alphabet", "abc", "dexg"),
+}
+CASES = ([c[0] for c in TEMPLATE_CASES] + [f"gen-{seed}" for seed in range(COUNT)]
+         + ["typed-greedy", "typed-uniforms", "typed-top-k", *TEACHER_CASES])
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gen")
+    paths = {}
+    for case, template, text, typed in TEMPLATE_CASES:
+        paths[case] = build_template(template, folder / f"{case}.xlsx", text)
+        if typed is not None:
+            type_text(paths[case], typed)
+    for seed in range(COUNT):
+        spec = parse_spec(random_generating_spec(seed))
+        text = random_prompt(seed, spec.vocab.tokens, spec.model.max_seq)
+        paths[f"gen-{seed}"] = folder / f"gen-{seed}.xlsx"
+        writer.save(builder.build(spec, make_weights(spec), text), paths[f"gen-{seed}"])
+    paths["circular"] = _made_circular(build_template("alphabet", folder / "circular.xlsx"))
+    for case, (template, text, target) in TEACHER_CASES.items():
+        paths[case] = build_template(template, folder / f"{case}.xlsx", text)
+        type_controls(paths[case], {"target_text": target})
+    for case, controls in SAMPLING_CASES.items():
+        spec = parse_spec(random_generating_spec(SAMPLED_SEED))
+        paths[case] = folder / f"{case}.xlsx"
+        writer.save(builder.build(spec, make_weights(spec), PROMPT), paths[case])
+        type_controls(paths[case], controls)
+    return paths
+
+
+# A decoder-only spec sampling at temperature 2, and what a user types into its controls.
+SAMPLED_SEED = 2
+PROMPT = "".join(parse_spec(random_generating_spec(SAMPLED_SEED)).vocab.tokens[1:3])
+SAMPLING_CASES = {
+    "typed-greedy": {"gen.temperature": 0},
+    "typed-uniforms": {"gen.uniform": [0.999, 0.001, 0.5, 0.999]},
+    "typed-top-k": {"gen.temperature": 5, "gen.top_k": 1},
+}
+
+
+def type_controls(path, controls: dict) -> None:
+    names = read_built(path).names
+    wb = openpyxl.load_workbook(path)
+    for name, value in controls.items():
+        area = names[name]
+        value = value if isinstance(value, list) else [value]
+        assert len(value) == area.nrows
+        for i, v in enumerate(value):
+            wb[area.sheet].cell(area.row + i, area.col).value = v
+    wb.save(path)
+
+
+def _made_circular(path):
+    """The attention sums as they were before generation: every row reads all rows of v."""
+    built = read_built(path)
+    heads, wts, v = (built.names[n] for n in
+                     ("h.0.attn.heads", "h.0.attn.head0.weights", "h.0.attn.head0.v"))
+    wb = openpyxl.load_workbook(path)
+    for i in range(heads.nrows):
+        for j in range(heads.ncols):
+            row = f"{_span(wts.row + i, wts.col, 1, wts.ncols)}"
+            col = f"{_span(v.row, v.col + j, v.nrows, 1)}"
+            wb[heads.sheet].cell(heads.row + i, heads.col + j).value = f"=MMULT({row},{col})"
+    wb.save(path)
+    return path
+
+
+def _span(row, col, nrows, ncols):
+    from xlformer import a1
+    return a1.span(row, col, nrows, ncols)
+
+
+@pytest.fixture(scope="module")
+def recomputed(built, tmp_path_factory):
+    return lazy_recalc(built, tmp_path_factory)
+
+
+def test_random_generating_specs_cover_both_kinds_and_the_switches():
+    specs = [parse_spec(random_generating_spec(s)) for s in range(COUNT)]
+    assert {s.model.encoder_decoder for s in specs} == {True, False}
+    assert {s.model.norm for s in specs} == {"pre", "post", "none"}
+    assert any(s.target_vocab is not None for s in specs)
+    assert any(s.generate.end for s in specs) and any(not s.generate.end for s in specs)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("case", CASES)
+def test_generation_matches_the_step_by_step_decode(case, engine, built, recomputed):
+    """Every block, gen.ids position by position, and the generated text."""
+    workbook = read_built(built[case])
+    checks = compare(workbook, open_values(recomputed(engine)[case]), engine)
+    failed = [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]
+    assert not failed, "\n".join(failed)
+    assert {"gen.ids", "output_text", "error values"} <= {c.block for c in checks}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(("case", "generated", "status"), [
+    ("alphabet-abc", "defgh", "ppp" + "ggggg"),
+    ("live-alphabet", "tuvw", "pppp" + "gggg"),
+    ("live-alphabet-end", "z.", "pp" + "ge" + "uuuu"),
+    ("alphabet-empty", "", "u" * 8),
+    ("live-copy", "spread$", "s" + "gggggge"),
+    ("copy-long", "abcdefg", "s" + "g" * 7),
+    ("live-copy-unknown", "ab$", "s" + "gge" + "uuuu"),
+    # teacher forcing: the true target is fed (t), output_text is what the model predicts
+    ("teach-copy", "hello", "s" + "tttt" + "uuu"),
+    ("teach-alphabet", "defy", "ppp" + "ttt" + "uu"),
+])
+def test_typed_text_regenerates_live(case, generated, status, engine, built, recomputed):
+    """What a user sees after typing, with no rebuild: the continuation and each
+    position's role ("prompt", "start", "generated", "end", "unused")."""
+    values = open_values(recomputed(engine)[case])
+    workbook = read_built(built[case])
+    assert (cell_value(values, workbook.names["output_text"]) or "") == generated
+    _, ids = reference.generate(workbook.spec, workbook.params, workbook.text)
+    assert reference.decode(workbook.spec.out_vocab, ids) == generated
+    roles = read_block(values, workbook.names["gen.status"]).ravel().tolist()
+    assert "".join(r[0] for r in roles) == status
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_teacher_forcing_scores_each_position_against_the_target(engine, built, recomputed):
+    """copy predicts the source 'hello' while the target is 'help$': positions 3 and 4
+    are wrong and cost a lot, the first three are right and cost almost nothing."""
+    values = open_values(recomputed(engine)["teach-copy"])
+    names = read_built(built["teach-copy"]).names
+    loss = read_block(values, names["teacher.loss"]).ravel()
+    assert read_block(values, names["teacher.scored"]).ravel().tolist() == [1] * 5 + [0] * 3
+    assert max(loss[:3]) < 0.05 and min(loss[3:5]) > 5 and not loss[5:].any()
+    mean = cell_value(values, names["teacher.mean_loss"])
+    assert mean == pytest.approx(loss.sum() / 5, rel=1e-12)
+    assert cell_value(values, names["gen.view"]).startswith("Teacher forcing:")
+    generating = open_values(recomputed(engine)["copy-hello"])
+    assert cell_value(generating, names["gen.view"]).startswith("Generation:")
+
+
+def test_a_circular_layout_shows_errors_in_libreoffice(built, recomputed):
+    """The check above can fail: attention sums reading all rows make a cycle."""
+    values = open_values(recomputed("libreoffice")["circular"])
+    checks = compare(read_built(built["circular"]), values, "libreoffice")
+    errors = next(c for c in checks if c.block == "error values")
+    assert any("in h.0.attn.heads: " in p for p in errors.problems)
+
+
+# --- reading the formulas: no position reads a later one ------------------------------
+
+_REF = re.compile(r"(?:(?P<sheet>'[^']+'|[A-Za-z][A-Za-z0-9_]*)!)?"
+                  r"\$?(?P<c1>[A-Z]{1,3})\$?(?P<r1>\d+)(?::\$?(?P<c2>[A-Z]{1,3})\$?(?P<r2>\d+))?"
+                  r"(?![A-Za-z0-9_(])")
+
+
+def referenced_cells(formula: str, here: str):
+    """(sheet, row, col) of every cell a formula reads."""
+    from openpyxl.utils import column_index_from_string as col
+    code = re.sub(r'"[^"]*"', '""', formula)
+    for m in _REF.finditer(code):
+        sheet = (m["sheet"] or here).strip("'")
+        r1, c1 = int(m["r1"]), col(m["c1"])
+        r2, c2 = (int(m["r2"]), col(m["c2"])) if m["c2"] else (r1, c1)
+        for r in range(r1, r2 + 1):
+            for c in range(c1, c2 + 1):
+                yield sheet, r, c
+
+
+def is_source_block(name: str) -> bool:
+    """Blocks indexed by source position (encoder side), which every step may read."""
+    return (name.startswith(("enc.", "input.")) and ".cross." not in name
+            or re.search(r"\.cross\.(c_kv|head\d+\.[kv])$", name) is not None)
+
+
+def step_of(built) -> dict[tuple[str, int, int], int]:
+    """The decoding step (position) each cell of a position-indexed decoder block is at."""
+    T, steps = built.spec.model.max_seq, {}
+    for name, a in built.names.items():
+        if a.nrows != T or name in built.params:
+            continue
+        if built.spec.model.encoder_decoder and is_source_block(name):
+            continue
+        for i in range(T):
+            for j in range(a.ncols):
+                steps[(a.sheet, a.row + i, a.col + j)] = i
+    return steps
+
+
+def later_references(built) -> list[str]:
+    steps, found = step_of(built), []
+    for (sheet, row, col), formula in built.formulas.items():
+        step = steps.get((sheet, row, col))
+        if step is None:
+            continue
+        for cell in referenced_cells(formula, sheet):
+            if steps.get(cell, -1) > step:
+                found.append(f"{sheet}!R{row}C{col} (step {step}) reads {cell} "
+                             f"(step {steps[cell]}): {formula}")
+    return found
+
+
+@pytest.mark.parametrize("case", ["alphabet-abc", "copy-hello",
+                                  *[f"gen-{s}" for s in range(COUNT)]])
+def test_no_formula_reads_a_later_step(case, built):
+    workbook = read_built(built[case])
+    steps = step_of(workbook)
+    assert {"Output", "Input"} <= {sheet for sheet, _, _ in steps}
+    assert not later_references(workbook)
+
+
+def test_the_later_step_check_finds_a_full_range_sum(built):
+    assert later_references(read_built(built["circular"]))
+
+
+def test_the_reference_decode_is_the_one_pass_over_its_own_output():
+    """Causality in the reference: the final pass chooses, at each position before the
+    last generated one, exactly the token that was fed next."""
+    for seed in range(COUNT):
+        spec = parse_spec(random_generating_spec(seed))
+        params = make_weights(spec)
+        text = random_prompt(seed, spec.vocab.tokens, spec.model.max_seq)
+        trace, generated = reference.generate(spec, params, text)
+        start = 1 if spec.model.encoder_decoder else len(text)
+        fed = trace["gen.ids"].tolist()
+        assert fed[start:start + len(generated)] == generated
+        chosen = trace["output.ids"].tolist()
+        assert chosen[start - 1:start - 1 + len(generated)] == generated
+
+
+# --- sampling ------------------------------------------------------------------------------
+
+def _sampled_spec(**generate):
+    spec = parse_spec(random_generating_spec(SAMPLED_SEED))
+    return replace(spec, generate=replace(spec.generate, **generate))
+
+
+def test_the_sampled_spec_samples():
+    spec = parse_spec(random_generating_spec(SAMPLED_SEED))
+    assert spec.generate.temperature == 2.0 and spec.generate.steps >= 3
+    assert not spec.model.encoder_decoder
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_typed_temperature_zero_is_greedy(engine, built, recomputed):
+    values = open_values(recomputed(engine)["typed-greedy"])
+    workbook = read_built(built["typed-greedy"])
+    assert workbook.spec.generate.temperature == 0
+    spec = _sampled_spec(temperature=0.0)
+    trace = reference.generate(spec, make_weights(spec), PROMPT)[0]
+    assert (trace["output.ids"] == trace["probs"].argmax(axis=-1)).all()
+    assert read_block(values, workbook.names["gen.ids"]).ravel().tolist() == \
+        trace["gen.ids"].tolist()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_typed_uniforms_pick_the_reference_tokens(engine, built, recomputed):
+    """The first uniform near 1 picks a late token, the next near 0 the first likely one."""
+    values = open_values(recomputed(engine)["typed-uniforms"])
+    workbook = read_built(built["typed-uniforms"])
+    us = SAMPLING_CASES["typed-uniforms"]["gen.uniform"]
+    assert list(workbook.spec.generate.uniforms[:len(us)]) == us
+    spec = _sampled_spec(uniforms=workbook.spec.generate.uniforms)
+    trace, generated = reference.generate(spec, make_weights(spec), PROMPT)
+    assert read_block(values, workbook.names["output.ids"]).ravel().tolist() == \
+        trace["output.ids"].tolist()
+    cum = trace["probs.cum"]
+    for p, u in enumerate(us):  # inverse CDF: the first token whose cumulative p exceeds u
+        assert trace["output.ids"][p] == min(int((cum[p] <= u).sum()), cum.shape[1] - 1)
+
+
+def test_uniforms_matter_only_above_temperature_zero():
+    picks = {}
+    for t in (0.0, 2.0):
+        for u in (0.05, 0.5, 0.95):
+            spec = _sampled_spec(temperature=t, uniforms=(u,) * 4)
+            picks[t, u] = tuple(reference.generate(spec, make_weights(spec), PROMPT)[1])
+    assert len({picks[0.0, u] for u in (0.05, 0.5, 0.95)}) == 1
+    assert len({picks[2.0, u] for u in (0.05, 0.5, 0.95)}) > 1
+
+
+def test_top_1_is_greedy_at_any_temperature():
+    spec = _sampled_spec(temperature=5.0, top_k=1)
+    greedy = _sampled_spec(temperature=0.0)
+    assert reference.generate(spec, make_weights(spec), PROMPT)[1] == \
+        reference.generate(greedy, make_weights(greedy), PROMPT)[1]
+
+
+# --- specs -------------------------------------------------------------------------------
+
+GEN = """
+name = "g"
+[vocab]
+set = "lowercase"
+[model]
+max_seq = 4
+d_model = 4
+n_head = 2
+n_layer = 1
+[generate]
+steps = 2
+"""
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("n_layer = 1", "n_layer = 1\ncausal = false"), "[generate] needs model.causal = true"),
+    (("steps = 2", "steps = 4"), "generate.steps must be 1 .. max_seq - 1 (3), not 4"),
+    (("steps = 2", 'steps = 2\nend = "$"'), "generate.end '$' is not one of"),
+    (("steps = 2", 'steps = 2\nstart = "a"'), "generate.start is needed by encoder-decoders"),
+    (("n_layer = 1", "n_layer = 1\nn_enc_layer = 1"), "generate.start is needed"),
+    (("steps = 2", "steps = 2\ntemperature = -1"), "generate.temperature must not be negative"),
+    (("steps = 2", "steps = 2\ntop_k = 28"), "generate.top_k must be 0 (all) .. 27, not 28"),
+    (("[generate]\nsteps = 2", '[target_vocab]\nset = "digits"'), "[target_vocab] is only for"),
+    (("[generate]\nsteps = 2", "n_enc_layer = 1"), "needs a [generate] section"),
+])
+def test_bad_generation_specs_name_the_problem(change, message):
+    with pytest.raises(SpecError) as err:
+        parse_spec(GEN.replace(*change))
+    assert message in str(err.value)
+
+
+def test_an_encoder_decoder_has_its_weights_under_enc_and_dec():
+    spec = parse_spec(GEN.replace("n_layer = 1", "n_layer = 1\nn_enc_layer = 2")
+                      .replace("steps = 2", 'steps = 2\nstart = "a"'))
+    names = set(make_weights(spec))
+    assert {"enc.wte", "enc.h.1.attn.c_attn.weight", "enc.ln_f.weight", "dec.wte",
+            "dec.h.0.cross.c_q.weight", "dec.h.0.cross.c_kv.weight", "dec.h.0.ln_cross.bias",
+            "dec.ln_f.bias"} <= names
+    assert not any(n.startswith("h.") or n.startswith("enc.h.0.cross") for n in names)
+
+
+@pytest.mark.parametrize("seed", range(COUNT))
+def test_builder_blocks_are_the_reference_trace_names(seed):
+    spec = parse_spec(random_generating_spec(seed))
+    params = make_weights(spec)
+    book = builder.build(spec, params, "")
+    assert set(book.blocks) == set(reference.forward(spec, params, ""))
+    if spec.model.encoder_decoder:
+        assert {"enc.h.0.attn.head0.weights", "dec.h.0.cross.head0.weights",
+                "dec.h.0.attn.head0.weights"} <= set(book.blocks)
+
+
+def test_a_long_generation_stays_within_the_formula_limit():
+    """120 positions: output_text joins a column (`output.shown`), not one IF per
+    position (that made 10,560 characters, and the build stopped)."""
+    spec = parse_spec(GEN.replace("max_seq = 4", "max_seq = 120").replace("steps = 2",
+                                                                          "steps = 100"))
+    book = builder.build(spec, make_weights(spec), "ab")
+    area = book.names["output_text"]
+    formula = book.sheets[area.sheet].cells[(area.row, area.col)].value
+    assert "IF(" not in formula and len(formula) < 8192 and "output.shown" in book.names
