@@ -117,7 +117,7 @@ def test_pairwise_scores_equal_the_heads_scores(template):
     spec = load_spec(catalog.resolve(template))
     trace = reference.forward(spec, make_weights(spec), spec.text)
     heads = [n.removesuffix(".scores_qk") for n in trace if n.endswith(".scores_qk")]
-    assert len(heads) == spec.model.n_layer * spec.model.n_head
+    assert len(heads) == (spec.model.n_layer + spec.model.n_enc_layer) * spec.model.n_head
     for h in heads:
         want = trace[f"{h}.scores"]
         scale = max(1.0, float(np.abs(want).max()))
@@ -212,7 +212,7 @@ def test_every_showcase_workbook_renders_to_a_picture_that_is_not_blank(tmp_path
     require_renderer()
     books = sorted((ROOT / "workbooks").glob("*.xlsx"))
     jobs = [(b, sheet, tmp_path / f"{b.stem}-{sheet}.ppm") for b in books
-            for sheet in ("Guide", "Layer0")]
+            for sheet in ("Guide", render.first_layer(b))]
     for path in render.render(jobs, dpi=40):
         pixels = render.read_ppm(path).astype(float)
         dark = (pixels.mean(axis=2) < 128).mean()

@@ -30,6 +30,13 @@ def sheet_names(path: Path) -> list[str]:
     return load_workbook(path, read_only=True).sheetnames
 
 
+def first_layer(path: Path) -> str:
+    """The first block's sheet: Layer0, or Decoder0 (with its cross-attention) for an
+    encoder-decoder."""
+    names = sheet_names(path)
+    return next(s for s in ("Layer0", "Decoder0", "Encoder0") if s in names)
+
+
 def render(workbooks: Sequence[tuple[Path, str | None, Path]], dpi: int = 80,
            timeout: float = 600) -> list[Path]:
     """(workbook, sheet or None for the first, output .png or .ppm) each; one LibreOffice run
