@@ -135,6 +135,8 @@ CHART_CASES = [
     ("tiny-gpt-7", "tiny-gpt", 7, 7),
     ("vanilla-encoder", "vanilla-encoder", None, 0),
     ("corners-1", CORNERS, 1, 1),
+    ("copy-2", "copy", 2, 2),  # an encoder-decoder with its own output vocabulary
+    ("alphabet-4", "alphabet", 4, 4),  # live generation
 ]
 
 

@@ -495,7 +495,7 @@ class _Builder:
 
     def probability_chart(self, flow: Flow, probs: Area) -> None:
         """A bar chart of one position's probabilities; the reader types the position."""
-        S, T, tokens = flow.sheet, self.T, self.spec.vocab.tokens
+        S, T, tokens = flow.sheet, self.T, self.spec.out_vocab.tokens
         row = flow.skip(4)
         self.label(S, row, 1, "Chart", "subheading")
         typed = self.scalar("chart.position", S, row + 1, Cell(NUMBER, 0, "input"),
