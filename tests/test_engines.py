@@ -12,11 +12,15 @@ import openpyxl
 import pytest
 from helpers import ANSWERS, build_template, lazy_recalc
 
-from xlformer import recalc, reference
+from xlformer import catalog, recalc, reference, train
 from xlformer.reader import cell_value, open_values, read_block, read_built
+from xlformer.spec import load_spec
 from xlformer.verify import compare
 
 CORNERS = str(Path(__file__).parent / "specs" / "corners.toml")
+TRAINED = {name: load_spec(catalog.resolve(name)) for name in ("sort", "reverse-trained")}
+# Inputs the trained templates never saw in training (train.held_out excludes them).
+HELD_OUT = {name: train.held_out(spec, 1000)[:3] for name, spec in TRAINED.items()}
 
 # (case id, template or spec path, text built with, text typed in afterwards or None)
 CASES = [
@@ -45,6 +49,17 @@ CASES = [
     ("live-vanilla-encoder", "vanilla-encoder", "20261123", "31415"),
     # Digits typed into a cell become a number, not text; MID and LEN still read them.
     ("live-vanilla-encoder-number", "vanilla-encoder", "20261123", 2718281),
+    # Trained templates: built with held-out inputs, and held-out inputs typed in.
+    ("sort-held-out", "sort", HELD_OUT["sort"][0], None),
+    ("live-sort", "sort", "31415926", HELD_OUT["sort"][1]),
+    ("live-sort-again", "sort", "31415926", HELD_OUT["sort"][2]),
+    ("live-sort-number", "sort", "31415926", 99100),
+    ("reverse-trained-held-out", "reverse-trained", HELD_OUT["reverse-trained"][0], None),
+    ("live-reverse-trained", "reverse-trained", "python", HELD_OUT["reverse-trained"][1]),
+    ("live-reverse-trained-again", "reverse-trained", "python", HELD_OUT["reverse-trained"][2]),
+    ("rhymes", "rhymes", "humpty dumpty", None),
+    ("live-rhymes", "rhymes", "humpty dumpty", "twinkle"),
+    ("live-rhymes-long", "rhymes", "humpty dumpty", "the cow jumped o"),
     ("atbash-wizard", "atbash", "wizard", None),
     ("atbash-mixed", "atbash", "Hi, Bob!", None),
     ("atbash-edges", "atbash", "aAzZmMnN", None),
@@ -111,6 +126,15 @@ def test_hand_built_templates_output_their_answer(case, engine, built, recompute
     values = open_values(recomputed(engine)[case])
     output = read_built(built[case]).names["output_text"]
     assert cell_value(values, output) == ANSWERS[template](read.ljust(T, pad))
+
+
+@pytest.mark.parametrize("engine", recalc.ENGINES)
+@pytest.mark.parametrize("case", [c for c in CASES if c[1] in TRAINED], ids=lambda c: c[0])
+def test_trained_templates_do_their_task(case, engine, built, recomputed):
+    name, template, text, typed = case
+    values = open_values(recomputed(engine)[name])
+    want = train.answer(TRAINED[template], TRAINED[template].train.task, str(typed or text))
+    assert cell_value(values, read_built(built[name]).names["output_text"]) == want
 
 
 @pytest.mark.parametrize("engine", recalc.ENGINES)

@@ -13,13 +13,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-from . import builder, catalog, recalc, render, writer
+from . import builder, catalog, checkpoint, recalc, render, train, writer
 from .limits import LimitError
 from .names import BadName
 from .reader import NotAWorkbook
-from .spec import Spec, SpecError, Weights, check_text, load_spec
+from .spec import Spec, SpecError, Train, Weights, check_text, load_spec, parse_spec
 from .verify import BlockCheck, verify
-from .weights import WeightsError, make_weights
+from .weights import WeightsError, check_params, make_weights
 
 ENGINE_CHOICES = [*recalc.ENGINES, "all"]
 SHOWCASE = Path("workbooks")
@@ -190,6 +190,133 @@ def export_weights(spec: str, output: Path, seed: int | None, std: float) -> Non
     np.savez(buffer, **params)
     writer.atomic_write(output, buffer.getvalue())
     click.echo(f"wrote {output}: {len(params)} arrays")
+
+
+@main.command("train")
+@click.argument("spec")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="The .npz of trained weights to write.")
+@click.option("--task", type=click.Choice(train.TASKS),
+              help="What to learn: copy, reverse or sort the input, or lm: the next "
+                   "character of --text. Default: the spec's train.task.")
+@click.option("--steps", type=click.IntRange(min=1), help="Adam steps (default 2000).")
+@click.option("--seed", type=int, help="Seed of the initial weights and the examples (default 0).")
+@click.option("--text", "text_file", type=click.Path(path_type=Path),
+              help="For --task lm: a UTF-8 text file whose characters are in the vocabulary.")
+@click.option("--batch", type=click.IntRange(min=1), help="Examples per step (default 32).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+              help="Peak learning rate (default 0.01).")
+def train_cmd(spec: str, output: Path, task: str | None, steps: int | None, seed: int | None,
+              text_file: Path | None, batch: int | None, lr: float | None) -> None:
+    """Train a spec's weights with Adam; write them to an .npz.
+
+    Options left out come from the spec's [train] table, then the defaults.
+    Ctrl-C stops training and writes nothing.
+    """
+    model = _load(spec)
+    if not output.parent.is_dir():
+        raise UserError(f"output folder {output.parent} does not exist")
+    if output.suffix.lower() != ".npz":
+        raise UserError(f"output {output} must end in .npz")
+    given = dict(task=task, steps=steps, seed=seed, batch=batch, lr=lr, text=text_file)
+    recipe = replace(model.train or Train(""), **{k: v for k, v in given.items() if v is not None})
+    if not recipe.task:
+        raise UserError("give --task (the spec has no train.task)")
+    text = _read_text(recipe.text) if recipe.task == "lm" and recipe.text else None
+    if text_file is not None and recipe.task != "lm":
+        raise UserError(f"--text is for --task lm, not {recipe.task}")
+    start, params = time.perf_counter(), None
+    try:
+        run = train.train(model, recipe.task, recipe.steps, recipe.seed, text,
+                          batch=recipe.batch, lr=recipe.lr)
+    except train.TrainError as e:
+        raise UserError(str(e)) from None
+    try:
+        with click.progressbar(length=recipe.steps, label=f"training {model.name} on "
+                               f"{recipe.task}", item_show_func=lambda p: p and _progress(p)
+                               ) as bar:
+            for item in run:
+                if isinstance(item, dict):
+                    params = item
+                else:
+                    bar.update(1, item)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: nothing written to {output}", err=True)
+        sys.exit(130)
+    seconds = time.perf_counter() - start
+    buffer = io.BytesIO()
+    np.savez(buffer, **params)
+    writer.atomic_write(output, buffer.getvalue())
+    accuracy, size = train.evaluate(model, params, recipe.task, text)
+    what = ("next characters of the held-out text" if recipe.task == "lm"
+            else "held-out inputs exactly")
+    click.echo(f"wrote {output}: {recipe.steps} steps in {seconds:.1f} s; "
+               f"{accuracy:.1%} of {size} {what} right")
+
+
+def _progress(p: train.Progress) -> str:
+    return f"step {p.step} loss {p.loss:.4f} accuracy {p.accuracy:.1%}"
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"text file {path} is not UTF-8") from None
+    except OSError as e:
+        raise UserError(f"cannot read text file {path}: {e.strerror}") from None
+
+
+@main.command("import")
+@click.argument("checkpoint_file", metavar="CHECKPOINT", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="The spec to write (.toml); its weights go beside it, same name, .npz.")
+@click.option("--heads", type=click.IntRange(min=1), required=True,
+              help="Attention heads per layer (no shape tells).")
+@click.option("--vocab", "vocab_file", type=click.Path(path_type=Path), required=True,
+              help="JSON list of the tokens in id order (or token -> id), one character each.")
+@click.option("--layout", type=click.Choice(checkpoint.LAYOUTS),
+              help="conv1d: matrices (in, out), as GPT-2; linear: (out, in), as nn.Linear. "
+                   "Default: read from c_attn's shape.")
+@click.option("--max-seq", type=click.IntRange(min=1),
+              help="Positions in the workbook (default: all of wpe's rows).")
+@click.option("--text", default="", help="Input text the workbook opens with.")
+def import_cmd(checkpoint_file: Path, output: Path, heads: int, vocab_file: Path,
+               layout: str | None, max_seq: int | None, text: str) -> None:
+    """Import a GPT-2-style checkpoint as a spec and weights.
+
+    CHECKPOINT is an .npz or .safetensors file of GPT-2-named tensors.
+    """
+    if output.suffix.lower() != ".toml":
+        raise UserError(f"output {output} must end in .toml")
+    if not output.parent.is_dir():
+        raise UserError(f"output folder {output.parent} does not exist")
+    weights_path = output.with_suffix(".npz")
+    try:
+        model = checkpoint.convert(checkpoint.read_tensors(checkpoint_file), layout)
+        tokens = checkpoint.read_vocab(vocab_file, model.vocab_size)
+    except checkpoint.CheckpointError as e:
+        raise UserError(str(e)) from None
+    if model.d_model % heads:
+        raise UserError(f"d_model {model.d_model} is not a multiple of --heads {heads}")
+    max_seq = max_seq or model.n_ctx
+    if max_seq > model.n_ctx:
+        raise UserError(f"--max-seq {max_seq} is more than the checkpoint's {model.n_ctx} "
+                        "positions")
+    source = checkpoint.spec_toml(output.stem, model, heads, max_seq, tokens, text,
+                                  weights_path.name, checkpoint_file.name)
+    params = checkpoint.for_spec(model, max_seq)
+    try:
+        spec = parse_spec(source, base=output.parent, origin=str(output))
+        check_params(spec, params, str(checkpoint_file))
+    except (SpecError, WeightsError) as e:
+        raise UserError(str(e)) from None
+    buffer = io.BytesIO()
+    np.savez(buffer, **params)
+    writer.atomic_write(weights_path, buffer.getvalue())
+    writer.atomic_write(output, source.encode("utf-8"))
+    click.echo(f"wrote {output} and {weights_path}: {model.n_layer} layers, {heads} heads, "
+               f"d_model {model.d_model}, {len(tokens)} tokens, {model.layout} layout")
 
 
 @main.command("build-all")

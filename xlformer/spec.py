@@ -39,6 +39,7 @@ ACTIVATIONS = ("relu", "gelu")
 NORMS = ("pre", "post", "none")
 POSITIONS = ("none", "learned", "sinusoidal", "binary")
 WEIGHT_SOURCES = ("task", "random", "npz")
+TRAIN_TASKS = ("copy", "reverse", "sort", "lm")  # see train.py
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,18 @@ class Weights:
 
 
 @dataclass(frozen=True)
+class Train:
+    """How `xlformer train` made the weights: the defaults of its options."""
+
+    task: str  # copy | reverse | sort | lm
+    steps: int = 2000
+    seed: int = 0
+    batch: int = 32
+    lr: float = 0.01
+    text: Path | None = None  # task lm: the text, resolved against the spec's folder
+
+
+@dataclass(frozen=True)
 class Generate:
     """Live generation: the sheet feeds each position's chosen token to the next position."""
 
@@ -128,6 +141,7 @@ class Spec:
     head: Head = field(default_factory=Head)
     weights: Weights = field(default_factory=lambda: Weights("random"))
     source: str = ""  # the TOML this spec was read from, kept in the workbook
+    train: Train | None = None  # [train]: how the weights were trained, if they were
     generate: Generate | None = None  # None: one forward pass over the input
     target_vocab: Vocab | None = None  # encoder-decoder: the decoder's tokens (default: vocab)
 
@@ -140,7 +154,7 @@ class Spec:
 # --- reading ---------------------------------------------------------------
 
 _TOP_KEYS = {"name": str, "description": str, "text": str}
-_SECTIONS = ("vocab", "model", "head", "weights", "generate", "target_vocab")
+_SECTIONS = ("vocab", "model", "head", "weights", "generate", "target_vocab", "train")
 _VOCAB_KEYS = {"set": str, "tokens": list, "pad": str}
 _MODEL_KEYS = {
     "max_seq": int, "d_model": int, "n_head": int, "head_size": int, "n_layer": int,
@@ -151,6 +165,7 @@ _MODEL_KEYS = {
 _GENERATE_KEYS = {"steps": int, "end": str, "start": str, "temperature": float,
                   "top_k": int, "seed": int, "target": str}
 _HEAD_KEYS = {"tied": bool, "bias": bool}
+_TRAIN_KEYS = {"task": str, "steps": int, "seed": int, "batch": int, "lr": float, "text": str}
 _WEIGHT_KEYS = {
     "source": str, "task": str, "sharpness": float, "seed": int, "std": float, "file": str,
 }
@@ -189,6 +204,7 @@ def parse_spec(source: str, base: Path = Path("."), origin: str = "spec") -> Spe
     model = _model(_section(doc, "model", _MODEL_KEYS))
     head = Head(**_section(doc, "head", _HEAD_KEYS))
     weights = _weights(_section(doc, "weights", _WEIGHT_KEYS), base)
+    train = _train(_section(doc, "train", _TRAIN_KEYS), base) if "train" in doc else None
     target = (_vocab(_section(doc, "target_vocab", _VOCAB_KEYS))
               if "target_vocab" in doc else None)
     generate = (_generate(_section(doc, "generate", _GENERATE_KEYS), model,
@@ -207,6 +223,7 @@ def parse_spec(source: str, base: Path = Path("."), origin: str = "spec") -> Spe
         head=head,
         weights=weights,
         source=source,
+        train=train,
         generate=generate,
         target_vocab=target,
     )
@@ -358,6 +375,23 @@ def _weights(table: dict, base: Path) -> Weights:
                 raise SpecError(f"weights.{key} must be a finite number >= 0, "
                                 f"not {table[key]}")
     return Weights(**{**table, "source": source})
+
+
+def _train(table: dict, base: Path) -> Train:
+    if table.get("task") not in TRAIN_TASKS:
+        raise SpecError(f"train.task must be one of {', '.join(TRAIN_TASKS)}")
+    for key in ("steps", "batch"):
+        if table.get(key, 1) < 1:
+            raise SpecError(f"train.{key} must be positive")
+    if "lr" in table:
+        table["lr"] = float(table["lr"])
+        if table["lr"] <= 0:
+            raise SpecError("train.lr must be positive")
+    if (table["task"] == "lm") != ("text" in table):
+        raise SpecError("train.text (a text file) is needed for train.task = 'lm', and only there")
+    if "text" in table:
+        table["text"] = base / table["text"]
+    return Train(**table)
 
 
 def check_text(spec: Spec, text: str) -> None:

@@ -1,0 +1,233 @@
+"""GPT-2-style checkpoints: import, then the reference, a hand-written GPT-2 forward pass
+and both engines agree.
+
+The checkpoints are small random models written here in GPT-2's names, in both matrix
+layouts, as .npz and .safetensors. `gpt2_forward` reads the checkpoint's own tensors
+(packed Q/K/V, Conv1D or nn.Linear layout) without going through xlformer, so it checks
+the import's split and transposes, not just its consistency with itself.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from helpers import lazy_recalc
+from safetensors.numpy import save_file
+
+from xlformer import builder, checkpoint, recalc, reference, writer
+from xlformer.cli import main
+from xlformer.reader import open_values, read_built
+from xlformer.spec import load_spec
+from xlformer.verify import compare
+from xlformer.weights import make_weights
+
+TOKENS = list(" abcdefghijk")
+V, D, N_CTX, D_FF, N_HEAD, N_LAYER = len(TOKENS), 8, 8, 12, 2, 2
+
+# (case, layout, file type, "transformer." prefix, biases, tied head)
+CASES = [
+    ("conv1d-npz", "conv1d", ".npz", True, True, True),
+    ("linear-safetensors", "linear", ".safetensors", True, False, False),
+    ("conv1d-safetensors-hf", "conv1d", ".safetensors", False, True, True),
+    ("linear-npz-untied", "linear", ".npz", True, True, False),
+]
+IDS = [c[0] for c in CASES]
+
+
+def gpt2_checkpoint(layout: str, prefix: bool, bias: bool, tied: bool, seed: int = 0):
+    """A random GPT-2 state dict; nanoGPT's bias=False drops LayerNorm biases too."""
+    rng = np.random.default_rng(seed)
+    t = {"wte.weight": rng.normal(0, 0.5, (V, D)), "wpe.weight": rng.normal(0, 0.5, (N_CTX, D))}
+
+    def matrix(name, n_in, n_out):
+        w = rng.normal(0, n_in ** -0.5, (n_in, n_out))
+        t[name + ".weight"] = w if layout == "conv1d" else w.T.copy()
+        if bias:
+            t[name + ".bias"] = rng.normal(0, 0.1, n_out)
+
+    def norm(name):
+        t[name + ".weight"] = 1 + rng.normal(0, 0.1, D)
+        if bias:
+            t[name + ".bias"] = rng.normal(0, 0.1, D)
+
+    for i in range(N_LAYER):
+        norm(f"h.{i}.ln_1")
+        matrix(f"h.{i}.attn.c_attn", D, 3 * D)
+        matrix(f"h.{i}.attn.c_proj", D, D)
+        norm(f"h.{i}.ln_2")
+        matrix(f"h.{i}.mlp.c_fc", D, D_FF)
+        matrix(f"h.{i}.mlp.c_proj", D_FF, D)
+        if not prefix:  # Hugging Face keeps the causal mask as a buffer
+            t[f"h.{i}.attn.bias"] = np.tril(np.ones((N_CTX, N_CTX)))[None, None]
+    norm("ln_f")
+    named = {(f"transformer.{k}" if prefix else k): v for k, v in t.items()}
+    named["lm_head.weight"] = t["wte.weight"] if tied else rng.normal(0, 0.5, (V, D))
+    return named
+
+
+def gpt2_forward(ck: dict, ids, layout: str):  # [T] -> logits [T, V]
+    """GPT-2 from the checkpoint's own tensors, picoGPT style."""
+    g = {k.removeprefix("transformer."): v for k, v in ck.items()}
+
+    def lin(x, name):
+        w = g[name + ".weight"] if layout == "conv1d" else g[name + ".weight"].T
+        return x @ w + g.get(name + ".bias", 0)
+
+    def ln(x, name):
+        mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + 1e-5) * g[name + ".weight"] + g.get(name + ".bias", 0)
+
+    def gelu(x):
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+    T, hs = len(ids), D // N_HEAD
+    x = g["wte.weight"][ids] + g["wpe.weight"][:T]
+    for i in range(N_LAYER):
+        q, k, v = np.split(lin(ln(x, f"h.{i}.ln_1"), f"h.{i}.attn.c_attn"), 3, axis=-1)
+        q, k, v = (a.reshape(T, N_HEAD, hs).transpose(1, 0, 2) for a in (q, k, v))
+        scores = q @ k.transpose(0, 2, 1) / np.sqrt(hs) + (1 - np.tri(T)) * -1e10
+        w = np.exp(scores - scores.max(-1, keepdims=True))
+        out = (w / w.sum(-1, keepdims=True)) @ v
+        x = x + lin(out.transpose(1, 0, 2).reshape(T, D), f"h.{i}.attn.c_proj")
+        x = x + lin(gelu(lin(ln(x, f"h.{i}.ln_2"), f"h.{i}.mlp.c_fc")), f"h.{i}.mlp.c_proj")
+    return ln(x, "ln_f") @ ck["lm_head.weight"].T
+
+
+def write(tensors: dict, path: Path) -> Path:
+    if path.suffix == ".npz":
+        np.savez(path, **tensors)
+    else:  # as checkpoints come: float32
+        save_file({k: v.astype(np.float32) for k, v in tensors.items()}, str(path))
+    return path
+
+
+def import_case(case, folder: Path, max_seq: int = 6, layout_option: bool = False):
+    _, layout, suffix, prefix, bias, tied = next(c for c in CASES if c[0] == case)
+    ck = gpt2_checkpoint(layout, prefix, bias, tied)
+    path = write(ck, folder / f"{case}{suffix}")
+    vocab = folder / "vocab.json"
+    vocab.write_text(json.dumps(TOKENS))
+    args = ["import", str(path), "--heads", str(N_HEAD), "--vocab", str(vocab),
+            "--max-seq", str(max_seq), "--text", "badge", "-o", str(folder / f"{case}.toml")]
+    if layout_option:
+        args += ["--layout", layout]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    if suffix == ".safetensors":
+        ck = {k: v.astype(np.float32).astype(np.float64) for k, v in ck.items()}
+    return ck, layout, load_spec(folder / f"{case}.toml")
+
+
+@pytest.mark.parametrize("case", IDS)
+def test_reference_of_the_import_is_the_gpt2_forward_pass(case, tmp_path):
+    ck, layout, spec = import_case(case, tmp_path, max_seq=N_CTX, layout_option=case == IDS[0])
+    params = make_weights(spec)
+    for text in ("badge", "a", "kjihgfed"):
+        want = gpt2_forward(ck, reference.encode(spec.vocab, text, N_CTX), layout)
+        np.testing.assert_allclose(reference.forward(spec, params, text)["logits"], want,
+                                   rtol=1e-9, atol=1e-9)
+
+
+def test_imported_spec_is_gpt2s_architecture(tmp_path):
+    _, _, spec = import_case("linear-safetensors", tmp_path)
+    m = spec.model
+    assert (m.n_layer, m.n_head, m.d_model, m.d_ff, m.max_seq) == (N_LAYER, N_HEAD, D, D_FF, 6)
+    assert (m.activation, m.norm, m.positions, m.causal, m.ln_eps) == (
+        "gelu", "pre", "learned", True, 1e-5)
+    assert (m.bias, spec.head.tied, spec.vocab.tokens) == (False, False, tuple(TOKENS))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("imported")
+    paths = {}
+    for case in ("conv1d-npz", "linear-safetensors"):
+        spec = import_case(case, folder)[2]
+        paths[case] = folder / f"{case}.xlsx"
+        writer.save(builder.build(spec, make_weights(spec), spec.text), paths[case])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def recomputed(built, tmp_path_factory):
+    return lazy_recalc(built, tmp_path_factory)
+
+
+@pytest.mark.parametrize("engine", recalc.ENGINES)
+@pytest.mark.parametrize("case", ["conv1d-npz", "linear-safetensors"])
+def test_imported_workbook_matches_the_reference_in_engines(case, engine, built, recomputed):
+    checks = compare(read_built(built[case]), open_values(recomputed(engine)[case]), engine)
+    failed = [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]
+    assert not failed, "\n".join(failed)
+    assert {"logits", "h.1.attn.head1.weights", "output_text"} <= {c.block for c in checks}
+
+
+# --- mistakes -----------------------------------------------------------------------
+
+def run_import(tmp_path, tensors, *options, vocab=TOKENS, name="ck.npz"):
+    path = write(tensors, tmp_path / name)
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    args = ["import", str(path), "--vocab", str(tmp_path / "vocab.json"),
+            "-o", str(tmp_path / "out.toml"), *options]
+    if "--heads" not in options:
+        args += ["--heads", "2"]
+    return CliRunner().invoke(main, args)
+
+
+@pytest.mark.parametrize("change, options, message", [
+    (lambda t: t, ("--layout", "linear"),
+     "'transformer.h.0.attn.c_attn.weight' has shape (8, 24); in the linear layout it "
+     "must be (24, 8)"),
+    (lambda t: t, ("--heads", "3"), "d_model 8 is not a multiple of --heads 3"),
+    (lambda t: t, ("--max-seq", "9"), "--max-seq 9 is more than the checkpoint's 8 positions"),
+    (lambda t: {k: v for k, v in t.items() if "h.1.ln_2.weight" not in k}, (),
+     "the checkpoint lacks 'transformer.h.1.ln_2.weight' of shape (8,)"),
+    (lambda t: t | {"transformer.h.0.mlp.c_proj.weight": np.zeros((D, D_FF))}, (),
+     "'transformer.h.0.mlp.c_proj.weight' has shape (8, 12); in the conv1d layout it "
+     "must be (12, 8)"),
+    (lambda t: t | {"transformer.h.2.ln_1.weight": np.ones(D)}, (),
+     "the checkpoint lacks 'transformer.h.2.attn.c_attn.weight'"),
+    (lambda t: t | {"transformer.extra": np.ones(2)}, (), "does not use: extra"),
+    (lambda t: t | {"transformer.ln_f.bias": np.full(D, np.nan)}, (),
+     "'transformer.ln_f.bias' holds NaN or infinite values"),
+    (lambda t: {k: v for k, v in t.items() if "wpe" not in k}, (),
+     "the checkpoint lacks 'transformer.wpe.weight'"),
+])
+def test_mistakes_are_one_error_line_and_write_nothing(tmp_path, change, options, message):
+    result = run_import(tmp_path, change(gpt2_checkpoint("conv1d", True, True, True)), *options)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert result.output.count("Error:") == 1
+    assert not (tmp_path / "out.toml").exists() and not (tmp_path / "out.npz").exists()
+
+
+def test_a_vocabulary_of_the_wrong_size_is_named(tmp_path):
+    result = run_import(tmp_path, gpt2_checkpoint("conv1d", True, True, True), vocab=TOKENS[:-1])
+    assert result.exit_code == 2
+    assert "has 11 tokens; the checkpoint's wte has 12 rows" in result.output
+
+
+def test_a_vocabulary_of_multi_character_tokens_is_refused_plainly(tmp_path):
+    tokens = [*TOKENS[:-1], "ing"]
+    result = run_import(tmp_path, gpt2_checkpoint("conv1d", True, True, True), vocab=tokens)
+    assert result.exit_code == 2
+    assert "every token must be one character, not 'ing'" in result.output
+    assert "(GPT-2's BPE) are not supported yet" in result.output
+
+
+def test_vocab_json_object_of_ids_is_read_in_id_order(tmp_path):
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps({"b": 1, "a": 0, "c": 2}))
+    assert checkpoint.read_vocab(path, 3) == ["a", "b", "c"]
+
+
+def test_without_safetensors_the_error_says_how_to_install_it(tmp_path, monkeypatch):
+    path = write({"x": np.ones(2)}, tmp_path / "ck.safetensors")
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    with pytest.raises(checkpoint.CheckpointError, match=r"pip install 'xlformer\[import\]'"):
+        checkpoint.read_tensors(path)
