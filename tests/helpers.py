@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import string
 from pathlib import Path
 
@@ -20,6 +21,17 @@ def require_engine(engine: str) -> None:
     if available(engine):
         return
     reason = f"{engine} is not installed (apt-get install -y libreoffice-calc-nogui gnumeric)"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set but {reason}")
+    pytest.skip(reason)
+
+
+def require_renderer() -> None:
+    """LibreOffice and pdftoppm, under the same rule as the engines."""
+    require_engine("libreoffice")
+    if shutil.which("pdftoppm"):
+        return
+    reason = "pdftoppm is not installed (apt-get install -y poppler-utils)"
     if os.environ.get("CI"):
         pytest.fail(f"CI is set but {reason}")
     pytest.skip(reason)

@@ -27,12 +27,45 @@ class Cell:
     style: str = ""  # a role the writer maps to a look: "title", "input", "weight", ...
 
 
+@dataclass(frozen=True)
+class Header:
+    """What a block is, for a reader: shown in its title cell and its cell comment."""
+
+    title: str  # name and math in plain notation, e.g. "Q = X · W_Q (head 2)"
+    note: str  # what it means and where its inputs come from
+    step: bool = False  # listed in the guide sheet's reading order
+    heatmap: str = ""  # "unit" (0..1), "diverging" (min..max) or "" for none
+    number_format: str = "0.000"
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A bar chart of one row of values against one row of category labels."""
+
+    title: str
+    values: Area
+    categories: Area
+    anchor: str  # top-left cell, e.g. "C20"
+    x_title: str = ""
+    y_title: str = ""
+
+
 @dataclass
 class Sheet:
     name: str
     cells: dict[tuple[int, int], Cell] = field(default_factory=dict)
     widths: dict[int, float] = field(default_factory=dict)  # column -> width
+    heights: dict[int, float] = field(default_factory=dict)  # row -> height (points)
     freeze: str | None = None  # top-left cell of the scrolling part, e.g. "C1"
+    # Presentation only: none of it changes a value.
+    notes: dict[tuple[int, int], str] = field(default_factory=dict)  # cell comments
+    links: dict[tuple[int, int], str] = field(default_factory=dict)  # -> "'Sheet'!C5"
+    formats: list[tuple[Area, str]] = field(default_factory=list)  # number formats
+    heatmaps: list[tuple[Area, str]] = field(default_factory=list)  # (area, Header.heatmap)
+    whole_numbers: list[tuple[Area, int, int]] = field(default_factory=list)  # validation
+    charts: list[Chart] = field(default_factory=list)
+    merges: list[Area] = field(default_factory=list)  # e.g. a paragraph across columns
+    print_titles: bool = True  # repeat the label columns and title rows on printed pages
 
     def put(self, row: int, col: int, cell: Cell) -> None:
         if (row, col) in self.cells:
@@ -49,6 +82,8 @@ class Book:
     sheets: dict[str, Sheet] = field(default_factory=dict)
     names: dict[str, Area] = field(default_factory=dict)  # defined names
     blocks: dict[str, Area] = field(default_factory=dict)  # computed blocks by trace name
+    # Every block a reader is shown, in computation order: name -> (title cell, header).
+    headers: dict[str, tuple[Area, Header]] = field(default_factory=dict)
 
     def sheet(self, name: str) -> Sheet:
         if name not in self.sheets:
@@ -67,6 +102,11 @@ class Book:
         if name in self.names:
             raise ValueError(f"defined name {name!r} is used twice")
         self.names[names.check_defined_name(name)] = area
+
+    def explain(self, name: str, title: Area, header: Header) -> None:
+        """Attach a header: its title at `title`, its note as that cell's comment."""
+        self.headers[name] = (title, header)
+        self.sheet(title.sheet).notes[(title.row, title.col)] = f"{name}\n{header.note}"
 
     def block(self, name: str, area: Area) -> None:
         """A computed block: checked against the reference trace of the same name."""

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from . import explain, reference
 from . import formulas as f
-from . import reference
-from .book import FORMULA, LABEL, NUMBER, TEXT, Book, Cell
+from .book import FORMULA, LABEL, NUMBER, TEXT, Book, Cell, Chart
 from .generation import Generation
+from .guide import GUIDE, guide_sheet
 from .layout import Area, Flow, Slot
 from .limits import LimitError
 from .spec import Spec
 from .weights import Params, stack_prefix
 
 INPUT, OUTPUT, WEIGHTS, SPEC = "Input", "Output", "Weights", "Spec"
+PAIRWISE = "Pairwise"
 ECHO_ROW = 3  # Input sheet row that shows the output text beside the input
 JOIN_PART = 256  # characters joined per formula in a long output text
 
@@ -50,33 +52,71 @@ class _Builder:
         self.memory: Area | None = None  # encoder-decoder: the encoder's output
         self.generation: Generation | None = None  # when the spec generates: fed back
         self.flow: Flow | None = None  # the sheet flow of the layer built last
+        self.pairs = Flow(PAIRWISE, top=3)  # every self-attention head's pairwise view
 
     def build(self, text: str) -> Book:
-        enc = [layer_sheet(i, "enc.") for i in range(self.m.n_enc_layer)]
-        dec = [layer_sheet(i, self.dec) for i in range(self.m.n_layer)]
-        sheets = [INPUT, *enc, *dec, OUTPUT, WEIGHTS, SPEC]
+        m = self.m
+        sheets = {
+            INPUT: "the input text, how each position is read, the embeddings",
+            **{layer_sheet(i, "enc."): f"encoder block {i}: attention over the whole input, "
+               "then feed-forward" for i in range(m.n_enc_layer)},
+            **{layer_sheet(i, self.dec): f"transformer block {i}: attention, "
+               + ("cross-attention to the encoder, " if self.dec else "") + "then feed-forward"
+               for i in range(m.n_layer)},
+            **({PAIRWISE: "each head's scores as X · W_Q · W_K^T · X^T: the pairwise view"}
+               if m.n_layer + m.n_enc_layer else {}),
+            OUTPUT: "the final vectors, logits, probabilities, the output text and a chart",
+            WEIGHTS: "every weight (the only typed-in numbers) and constants",
+            SPEC: "the model spec the workbook was built from",
+        }
+        self.book.sheet(GUIDE)  # first in the workbook; written last, from what is built
         for name in sheets:  # fixes the sheet order
             self.book.sheet(name).widths.update({1: 8, 2: 14})  # labels, captions
+            if name != SPEC:  # the sheet's title row and label columns stay in view
+                self.book.sheet(name).freeze = "C2"
+            else:
+                self.book.sheet(name).print_titles = False
+        if PAIRWISE in sheets:
+            self.pairwise_sheet()
         self.spec_sheet()
         self.weights_sheet()
         x = self.input_sheet(text)
         for i in range(self.m.n_layer):
             x = self.layer(i, x)
         self.output_sheet(x)
+        guide_sheet(self.book, self.spec, sheets)
         return self.book
+
+    def pairwise_sheet(self) -> None:
+        self.label(PAIRWISE, 1, 1, "The pairwise view of attention: scores without Q and K",
+                   "title")
+        self.label(PAIRWISE, 2, 1, "Q · K^T = (X · W_Q) · (X · W_K)^T = X · (W_Q · W_K^T) · X^T:"
+                   " a head's scores depend on its weights only through W_QK = W_Q · W_K^T."
+                   " X is the head's input (row i = position i); scores_qk equals the head's"
+                   " scores on its layer sheet.")
 
     # --- helpers -----------------------------------------------------------------
 
     def band(self, flow: Flow, slots: list[Slot], nrows: int,
-             positions: bool = True, chars: Area | None = None) -> list[Area]:
+             positions: bool = True, explained: bool | None = None,
+             chars: Area | None = None) -> list[Area]:
         """Place a band of blocks with their titles, column labels and row labels
-        (the characters of `chars`, by default the current stack's)."""
+        (the characters of `chars`, by default the current stack's).
+
+        Explained blocks (by default those whose rows are positions) get their header
+        from explain.py; the others (weights) are titled by their name.
+        """
         title_row, areas = flow.band(slots, nrows)
         sheet = self.book.sheet(flow.sheet)
         for slot, area in zip(slots, areas, strict=True):
-            sheet.put(title_row, area.col, Cell(LABEL, slot.name, "title"))
+            if positions if explained is None else explained:
+                self.explain(slot.name, Area(flow.sheet, title_row, area.col, 1, 1), area)
+            else:
+                sheet.put(title_row, area.col, Cell(LABEL, slot.name, "title"))
+                sheet.formats.append((area, "General"))  # weights: as typed, as fits
             for j, label in enumerate(slot.labels):
-                sheet.put(title_row + 1, area.col + j, Cell(LABEL, label, "header"))
+                cell = label if isinstance(label, Cell) else Cell(LABEL, label, "collabel")
+                sheet.put(title_row + 1, area.col + j, cell)
         chars = chars or self.chars
         if positions:
             for i in range(nrows):
@@ -85,6 +125,16 @@ class _Builder:
                     body = f.copy(chars.ref(i, 0, flow.sheet))
                     sheet.put(areas[0].row + i, 2, Cell(FORMULA, f.prepare(body), "label"))
         return areas
+
+    def explain(self, name: str, title: Area, area: Area) -> None:
+        """The block's header in its title cell, its note as a comment, its look."""
+        header = explain.header(name, self.spec)
+        sheet = self.book.sheet(title.sheet)
+        sheet.put(title.row, title.col, Cell(LABEL, header.title, "title"))
+        self.book.explain(name, title, header)
+        sheet.formats.append((area, header.number_format))
+        if header.heatmap:
+            sheet.heatmaps.append((area, header.heatmap))
 
     def fill(self, name: str, area: Area, body: Callable[[int, int], str],
              trace: bool = True) -> Area:
@@ -144,6 +194,8 @@ class _Builder:
                     self.book.put(area, i, j, Cell(NUMBER, float(grid[i, j]), "weight"))
             self.book.name(name, area)
             self.w[name] = area
+            if value.ndim == 2 and name.startswith("h."):  # a layer's matrix: its pattern
+                self.book.sheet(WEIGHTS).heatmaps.append((area, "diverging"))
 
     def token_rows(self, wte: str) -> tuple[str, ...]:
         """The tokens an embedding table's rows stand for."""
@@ -153,7 +205,7 @@ class _Builder:
         """Input text -> characters -> one-hot -> token ids -> embeddings."""
         spec, T, S = self.spec, self.T, INPUT
         self.label(S, 1, 1, f"xlformer: {spec.name}", "title")
-        text_cell = self.scalar("input_text", S, 2, Cell(TEXT, text, "input"), "input text")
+        text_cell = self.scalar("input_text", S, 2, Cell(TEXT, text, "input"), "type input here")
         self.input_text = text_cell.ref(0, 0, S, absolute=True)
         self.label(S, ECHO_ROW, 2, "output text")
         note = f.too_long_note(self.input_text, T)
@@ -270,7 +322,11 @@ class _Builder:
         [qkv] = self.band(flow, [Slot(f"{a}.c_attn", 3 * da, self.head_labels("qkv"))], self.T)
         self.linear(f"{a}.c_attn", qkv, x, S)
         q, k, v = (qkv.window(0, part * da, self.T, da) for part in range(3))
-        return self.heads(flow, a, q, k, v, reference.causal(self.spec, p), resid)
+        causal = reference.causal(self.spec, p)
+        out = self.heads(flow, a, q, k, v, causal, resid)
+        for h in range(m.n_head):
+            self.pairwise(a, h, x, causal)
+        return out
 
     def cross_attention(self, flow: Flow, p: str, x: Area,
                         resid: str) -> tuple[Area, Area | None]:
@@ -319,7 +375,7 @@ class _Builder:
     def softmax_band(self, flow: Flow, n: str, q: Area, k: Area, causal: bool) -> Area:
         """scores = q.k^T (scaled); weights = softmax(scores), in visible steps. Returns weights."""
         m, S, T = self.m, flow.sheet, self.T
-        keys = tuple(map(str, range(T)))
+        keys = self.key_labels(S, self.source_chars if ".cross." in n else None)
         scores, mx, ex, sm, wts = self.band(flow, [
             Slot(f"{n}.scores", T, keys), Slot(f"{n}.max", 1, ("max",)),
             Slot(f"{n}.exp", T, keys), Slot(f"{n}.sum", 1, ("sum",)),
@@ -338,6 +394,36 @@ class _Builder:
         return self.fill(f"{n}.weights", wts, lambda i, j: f.divide(
             ex.ref(i, j, S), sm.ref(i, 0, S, True)))
 
+    def pairwise(self, a: str, h: int, x: Area, causal: bool) -> None:
+        """W_QK = W_Q . W_K^T, then X . W_QK, then scores = (X . W_QK) . X^T: equal to the
+        head's scores. With biases X is read with a column of ones (the last row and
+        column of W_QK), as reference.pairwise does."""
+        m, S, n, T, d = self.m, PAIRWISE, f"{a}.head{h}", self.T, self.m.d_model
+        w, b = self.w[f"{a}.c_attn.weight"], self.w.get(f"{a}.c_attn.bias")
+        size = d + (b is not None)
+        dims = self.dims() + (("1",) if b is not None else ())
+
+        def w_row(r: int, part: int) -> str:  # row r of W_Q (part 0) or W_K (part 1)
+            col = part * m.d_attn + h * m.head_size
+            src, i = (w, r) if r < d else (b, 0)
+            return src.window(i, col, 1, m.head_size).full_ref(S)
+
+        [wqk] = self.band(self.pairs, [Slot(f"{n}.w_qk", size, dims)], size,
+                          positions=False, explained=True)
+        for r, label in enumerate(dims):
+            self.label(S, wqk.row + r, 1, label, "header")
+        self.fill(f"{n}.w_qk", wqk, lambda r, c: f.dot(w_row(r, 0), w_row(c, 1)))
+        xw, scores = self.band(self.pairs, [Slot(f"{n}.x_wqk", size, dims),
+                                            Slot(f"{n}.scores_qk", T, self.key_labels(S))], T)
+        bias_row = (lambda c: wqk.ref(d, c, S, True)) if b is not None else (lambda c: None)
+        self.fill(f"{n}.x_wqk", xw, lambda i, c: f.linear(
+            x.rows_ref(i, S), wqk.window(0, c, d, 1).full_ref(S, True), bias_row(c)))
+        scale = self.const["attn_scale"].ref(0, 0, S, True) if m.scale else None
+        width = (lambda i: i + 1) if causal else (lambda i: T)  # as the head's scores
+        self.fill(f"{n}.scores_qk", scores, lambda i, j: f.bilinear(
+            xw.window(i, 0, 1, d).full_ref(S), x.rows_ref(j, S),
+            xw.ref(i, d, S) if b is not None else None, scale) if j < width(i) else f.zero())
+
     def mlp(self, flow: Flow, p: str, x: Area, resid: str) -> tuple[Area, Area | None]:
         m, S, n = self.m, flow.sheet, f"{p}.mlp"
         ff = tuple(map(str, range(m.d_ff)))
@@ -349,6 +435,12 @@ class _Builder:
         proj, *tail = self.band(
             flow, [Slot(f"{n}.c_proj", m.d_model, self.dims()), *self.resid_slots(resid)], self.T)
         return self.linear(f"{n}.c_proj", proj, act, S), (tail or [None])[0]
+
+    def key_labels(self, here: str, chars: Area | None = None) -> tuple[Cell, ...]:
+        """Column labels of a positions x positions block: each key's index and character."""
+        chars = chars or self.chars
+        return tuple(Cell(FORMULA, f.prepare(f.labelled(j, chars.ref(j, 0, here, True))),
+                          "collabel") for j in range(self.T))
 
     def dims(self) -> tuple[str, ...]:
         return tuple(map(str, range(self.m.d_model)))
@@ -399,6 +491,29 @@ class _Builder:
                           "output text")
         echo = Cell(FORMULA, f.prepare(f.copy(out.ref(0, 0, INPUT, True))), "output")
         self.book.sheet(INPUT).put(ECHO_ROW, 3, echo)
+        self.probability_chart(flow, probs)
+
+    def probability_chart(self, flow: Flow, probs: Area) -> None:
+        """A bar chart of one position's probabilities; the reader types the position."""
+        S, T, tokens = flow.sheet, self.T, self.spec.out_vocab.tokens
+        row = flow.skip(4)
+        self.label(S, row, 1, "Chart", "subheading")
+        typed = self.scalar("chart.position", S, row + 1, Cell(NUMBER, 0, "input"),
+                            "position to chart")
+        self.book.sheet(S).whole_numbers.append((typed, 0, T - 1))
+        typed_ref = typed.ref(0, 0, S, True)
+        shown = self.scalar("chart.shown", S, row + 2, Cell(FORMULA, f.prepare(
+            f.chosen_position(typed_ref, T))), "position shown")
+        self.scalar("chart.note", S, row + 3, Cell(FORMULA, f.prepare(
+            f.position_note(typed_ref, T))), "note")
+        [area] = self.band(flow, [Slot("chart.probs", len(tokens), tokens)], 1,
+                           positions=False, explained=True)
+        table, at = probs.full_ref(S, True), shown.ref(0, 0, S, True)
+        self.fill("chart.probs", area, lambda _, j: f.lookup(table, at, j), trace=False)
+        self.book.sheet(S).charts.append(Chart(
+            "Output probabilities at the chosen position", area,
+            Area(S, area.row - 1, area.col, 1, area.ncols), f"C{flow.skip(18)}",
+            "token", "probability"))
 
     def joined(self, flow: Flow, chars: Area) -> str:
         """All characters in one formula. A long output is joined in parts first, so no
@@ -409,7 +524,7 @@ class _Builder:
             return f.concat(refs)
         starts = range(0, n, JOIN_PART)
         [parts] = self.band(flow, [Slot("output.text_parts", 1, ("text",))], len(starts),
-                            positions=False)
+                            positions=False, explained=True)
         for k, start in enumerate(starts):
             self.label(S, parts.row + k, 1, f"pos {start}-{min(start + JOIN_PART, n) - 1}",
                        "header")

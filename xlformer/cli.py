@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from . import builder, catalog, checkpoint, recalc, train, writer
+from . import builder, catalog, checkpoint, recalc, render, train, writer
 from .limits import LimitError
 from .names import BadName
 from .reader import NotAWorkbook
@@ -140,6 +140,28 @@ def _report(checks: list[BlockCheck]) -> None:
             click.echo(f"    {problem}")
     failed = sum(not c.ok for c in checks)
     click.echo(f"{len(checks) - failed} blocks ok, {failed} failed")
+
+
+@main.command("render")
+@click.argument("workbook", type=click.Path(path_type=Path))
+@click.option("--sheet", help="Sheet to draw (default: the first, the guide).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="The .png to write.")
+@click.option("--dpi", type=click.IntRange(30, 300), default=100, show_default=True,
+              help="Resolution of the picture.")
+def render_cmd(workbook: Path, sheet: str | None, output: Path, dpi: int) -> None:
+    """Draw a recomputed sheet to a PNG (LibreOffice and pdftoppm)."""
+    if not workbook.is_file() or workbook.suffix.lower() != ".xlsx":
+        raise UserError(f"workbook {workbook} is not an .xlsx file")
+    if output.suffix.lower() != ".png" or not output.parent.is_dir():
+        raise UserError(f"output {output} must be a .png in an existing folder")
+    try:
+        render.render([(workbook, sheet, output)], dpi=dpi)
+    except (recalc.EngineMissing, render.NoSuchSheet) as e:
+        raise UserError(str(e)) from None
+    except recalc.EngineError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"wrote {output}")
 
 
 @main.command("templates")

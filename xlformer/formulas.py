@@ -15,10 +15,10 @@ from . import limits
 
 # Function -> True when Excel added it after 2007 and the file needs the _xlfn. prefix.
 FUNCTIONS: dict[str, bool] = {
-    "AVERAGE": False, "COS": False, "EXACT": False, "EXP": False, "IF": False,
-    "IFERROR": False, "INDEX": False, "INT": False, "LEN": False, "MATCH": False,
-    "MAX": False, "MID": False, "MIN": False, "MMULT": False, "MOD": False, "OR": False,
-    "PI": False, "RANK": False, "LN": False,
+    "AND": False, "AVERAGE": False, "COS": False, "EXACT": False, "EXP": False, "IF": False,
+    "IFERROR": False, "INDEX": False, "INT": False, "ISNUMBER": False, "LEN": False,
+    "MATCH": False, "MAX": False, "MID": False, "MIN": False, "MMULT": False, "MOD": False,
+    "OR": False, "PI": False, "RANK": False, "LN": False,
     "POWER": False, "SIN": False, "SQRT": False, "SUM": False, "SUMPRODUCT": False,
     "TANH": False, "VARP": False,
 }
@@ -124,6 +124,14 @@ def scaled_dot(a: str, b: str, scale: str | None) -> str:
     return dot(a, b) if scale is None else f"{dot(a, b)}*{scale}"
 
 
+def bilinear(xw_row: str, x_row: str, bias: str | None, scale: str | None) -> str:
+    """One score of the pairwise view: (x_i W_QK) . x_j, plus the bias column's part."""
+    body = with_bias(dot(xw_row, x_row), bias)
+    if scale is None:
+        return body
+    return f"({body})*{scale}" if bias is not None else f"{body}*{scale}"
+
+
 def inv_sqrt(n: str) -> str:
     return f"1/SQRT({n})"
 
@@ -194,8 +202,31 @@ def token_text(vocab_row: str, token: str) -> str:
     return f"INDEX({vocab_row},1,{token}+1)"
 
 
+def labelled(index: int, text: str) -> str:
+    """A column label that follows the input: an index and the text at it, e.g. "2 t"."""
+    return f'"{index} "&{text}'
+
+
 def concat(parts: list[str]) -> str:
     return "&".join(parts)
+
+
+# --- the reader's knobs ---------------------------------------------------------------------
+
+def _whole_in(cell: str, high: int) -> str:
+    return f"AND({cell}>=0,{cell}<={high},{cell}=INT({cell}))"
+
+
+def chosen_position(cell: str, max_seq: int) -> str:
+    """The typed position if it is one (a whole number 0..max_seq-1), else 0: never an error."""
+    return f"IF(ISNUMBER({cell}),IF({_whole_in(cell, max_seq - 1)},{cell},0),0)"
+
+
+def position_note(cell: str, max_seq: int) -> str:
+    """Says why a typed position was not used; empty when it was."""
+    why = f"is not a whole number from 0 to {max_seq - 1}: showing position 0"
+    return (f'IF(ISNUMBER({cell}),IF({_whole_in(cell, max_seq - 1)},"","{why}"),'
+            f'"{why}")')
 
 
 # --- generation: each position's input is the token chosen at the one before ---------

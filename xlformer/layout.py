@@ -62,7 +62,7 @@ class Slot:
 
     name: str
     ncols: int
-    labels: tuple[str, ...] = ()
+    labels: tuple = ()  # text, or a book.Cell (e.g. a formula showing a key's character)
 
 
 class Flow:

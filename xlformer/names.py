@@ -38,18 +38,17 @@ def problem(name: str) -> str | None:
 
 
 def check_sheet_name(name: str) -> str:
-    why = problem(name)
-    if why is None and len(name) > MAX_SHEET_NAME:
-        why = f"a sheet name has at most {MAX_SHEET_NAME} characters"
-    if why:
-        raise BadName(f"sheet name {name!r} is not allowed: {why}")
-    return name
+    return _check(name, "sheet name", MAX_SHEET_NAME)
 
 
 def check_defined_name(name: str) -> str:
+    return _check(name, "defined name", MAX_DEFINED_NAME)
+
+
+def _check(name: str, kind: str, longest: int) -> str:
     why = problem(name)
-    if why is None and len(name) > MAX_DEFINED_NAME:
-        why = f"a defined name has at most {MAX_DEFINED_NAME} characters"
+    if why is None and len(name) > longest:
+        why = f"a {kind} has at most {longest} characters"
     if why:
-        raise BadName(f"defined name {name!r} is not allowed: {why}")
+        raise BadName(f"{kind} {name!r} is not allowed: {why}")
     return name

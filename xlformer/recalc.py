@@ -133,9 +133,19 @@ def _output_names(paths: Sequence[Path]) -> list[str]:
 def _recalc_libreoffice(
     exe: str, paths: Sequence[Path], outputs: Sequence[Path], timeout: float
 ) -> None:
+    convert_libreoffice(exe, paths, outputs, "xlsx", timeout)
+
+
+def convert_libreoffice(
+    exe: str, paths: Sequence[Path], outputs: Sequence[Path], convert_to: str,
+    timeout: float,
+) -> None:
+    """Load each file in LibreOffice with every formula recomputed, save as `convert_to`
+    (an extension, optionally with a filter, e.g. "pdf:calc_pdf_Export:{...}")."""
     # soffice names each output after its input's basename, so inputs are staged
     # as symlinks "<index><suffix>": this removes basename clashes and keeps
     # soffice from overwriting an input that lives in outdir.
+    suffix = "." + convert_to.split(":")[0]
     with tempfile.TemporaryDirectory(
         prefix="xlformer-lo-", ignore_cleanup_errors=True
     ) as tmp:
@@ -148,14 +158,14 @@ def _recalc_libreoffice(
             "--headless",
             "--norestore",
             "--convert-to",
-            "xlsx",
+            convert_to,
             "--outdir",
             str(converted),
             *map(str, staged),
         ]
         log = _run(cmd, "libreoffice", paths, timeout)
         for src, path, out in zip(staged, paths, outputs, strict=True):
-            result = converted / f"{src.stem}.xlsx"
+            result = converted / f"{src.stem}{suffix}"
             if not result.is_file():
                 # soffice exits 0 even when a file fails to load; its log says why.
                 raise EngineError(

@@ -284,8 +284,11 @@ def attention(spec: Spec, params: Params, x, p: str, out: Trace):  # [T, d] -> [
     qkv = out[f"{a}.c_attn"] = linear(x, params[f"{a}.c_attn.weight"],
                                       params.get(f"{a}.c_attn.bias"))
     da = m.d_attn
-    return heads(spec, params, out, a, qkv[:, :da], qkv[:, da:2 * da], qkv[:, 2 * da:],
-                 causal(spec, p))
+    y = heads(spec, params, out, a, qkv[:, :da], qkv[:, da:2 * da], qkv[:, 2 * da:],
+              causal(spec, p))
+    for h in range(m.n_head):
+        pairwise(params, x, a, h, m, out, causal(spec, p))
+    return y
 
 
 def cross_attention(spec: Spec, params: Params, x, p: str, out: Trace, memory):
@@ -325,6 +328,27 @@ def heads(spec: Spec, params: Params, out: Trace, a: str, q, k, v, masked: bool)
     cat = out[f"{a}.heads"] = np.concatenate(outs, axis=-1)
     return _record(out, f"{a}.c_proj",
                    linear(cat, params[f"{a}.c_proj.weight"], params.get(f"{a}.c_proj.bias")))
+
+
+def pairwise(params: Params, x, a: str, h: int, m, out: Trace, masked: bool) -> None:
+    """The same scores as a bilinear form of the inputs: q.k = x W_Q W_K^T x^T. With
+    biases, x gets a column of ones and W_Q, W_K a row of biases, so the form is exact.
+    Masked entries are 0, as in the head's scores."""  # x [T, d]
+    hs, da, n = m.head_size, m.d_attn, f"{a}.head{h}"
+    w, b = params[f"{a}.c_attn.weight"], params.get(f"{a}.c_attn.bias")
+    wq, wk = w[:, h * hs:(h + 1) * hs], w[:, da + h * hs:da + (h + 1) * hs]
+    if b is not None:
+        wq = np.vstack([wq, b[h * hs:(h + 1) * hs]])
+        wk = np.vstack([wk, b[da + h * hs:da + (h + 1) * hs]])
+        x = np.hstack([x, np.ones((x.shape[0], 1))])
+    w_qk = out[f"{n}.w_qk"] = wq @ wk.T  # [d(+1), d(+1)]
+    x_wqk = out[f"{n}.x_wqk"] = x @ w_qk  # [T, d(+1)]
+    scores = x_wqk @ x.T
+    if m.scale:
+        scores = scores * (1 / np.sqrt(hs))
+    if masked:
+        scores = np.where(np.tril(np.ones(scores.shape, dtype=bool)), scores, 0.0)
+    out[f"{n}.scores_qk"] = scores
 
 
 def mlp(spec: Spec, params: Params, x, p: str, out: Trace):  # [T, d] -> [T, d]

@@ -1,0 +1,236 @@
+"""The classroom layer: a guide whose links land on blocks, blocks that explain themselves,
+heatmaps, a chart whose position a reader types, the pairwise view, pictures. And in
+both engines: no error value in any cell, the chart's row equals the probabilities."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import openpyxl
+import pytest
+from click.testing import CliRunner
+from helpers import build_template, lazy_recalc, require_renderer
+
+from xlformer import builder, catalog, recalc, reference, render
+from xlformer.cli import main
+from xlformer.guide import GUIDE, spec_notes
+from xlformer.reader import cell_value, open_values, read_block, read_built
+from xlformer.spec import load_spec
+from xlformer.weights import make_weights
+
+ROOT = Path(__file__).resolve().parent.parent
+CORNERS = str(Path(__file__).parent / "specs" / "corners.toml")
+# Parts of a wider block, explained by the block's header (c_attn, heads).
+WINDOWS = re.compile(r"\.head\d+\.(q|k|v|out)$")
+HEATMAPS = re.compile(r"(\.scores|\.weights|\.w_qk|\.scores_qk|^probs|^logits)$")
+LOCATION = re.compile(r"^(?:'(?P<quoted>(?:[^']|'')+)'|(?P<plain>[^'!]+))!(?P<cell>[A-Z]+\d+)$")
+
+
+def _build(template: str):
+    spec = load_spec(catalog.resolve(template))
+    return spec, builder.build(spec, make_weights(spec), spec.text)
+
+
+@pytest.fixture(scope="module", params=[*catalog.names(), CORNERS])
+def saved(request, tmp_path_factory):
+    spec, book = _build(request.param)
+    path = build_template(request.param, tmp_path_factory.mktemp("c") / "w.xlsx")
+    return spec, book, openpyxl.load_workbook(path)
+
+
+def _target(location: str) -> tuple[str, int, int]:
+    match = LOCATION.match(location)
+    assert match, f"link target {location!r} is not Sheet!A1"
+    sheet = match["plain"] or match["quoted"].replace("''", "'")
+    col, row = openpyxl.utils.cell.coordinate_from_string(match["cell"])
+    return sheet, row, openpyxl.utils.cell.column_index_from_string(col)
+
+
+def test_the_guide_comes_first_and_every_link_lands_on_something(saved):
+    _, book, wb = saved
+    assert wb.sheetnames[0] == GUIDE
+    links = [c for row in wb[GUIDE].iter_rows() for c in row if c.hyperlink]
+    steps = [name for name, (_, h) in book.headers.items() if h.step]
+    assert len(links) >= len(steps) + len(wb.sheetnames) - 1 + 2
+    for c in links:
+        assert c.hyperlink.target is None, "internal links only"
+        sheet, row, col = _target(c.hyperlink.location)
+        assert sheet in wb.sheetnames
+        if c.value in book.headers:  # a reading-order step: lands on the block's title
+            title, header = book.headers[c.value]
+            assert (sheet, row, col) == (title.sheet, title.row, title.col)
+            assert wb[sheet].cell(row, col).value == header.title
+    named = {c.value for c in links}
+    assert set(steps) <= named and "Input text: type here" in named
+
+
+def test_every_block_has_a_header_a_note_and_its_heatmap(saved):
+    spec, book, wb = saved
+    need = {n for n in book.blocks if not WINDOWS.search(n)} | {"chart.probs"}
+    assert need <= set(book.headers)
+    for name, (title, header) in book.headers.items():
+        cell = wb[title.sheet].cell(title.row, title.col)
+        assert cell.value == header.title and header.title
+        assert cell.comment is not None and cell.comment.text == f"{name}\n{header.note}"
+        assert len(header.note) > 15, name
+        area = book.names[name]
+        scales = {str(r.sqref) for r in wb[area.sheet].conditional_formatting}
+        span = f"{openpyxl.utils.get_column_letter(area.col)}{area.row}:" \
+               f"{openpyxl.utils.get_column_letter(area.col + area.ncols - 1)}" \
+               f"{area.row + area.nrows - 1}"
+        assert (span in scales) == bool(header.heatmap), name
+        if HEATMAPS.search(name):
+            assert header.heatmap, f"{name} has no heatmap"
+
+
+def test_sheets_freeze_their_labels_and_print_landscape_with_them(saved):
+    _, book, wb = saved
+    for ws in wb.worksheets:
+        sheet = book.sheets[ws.title]
+        last_row = max([r for r, _ in sheet.cells] + [
+            openpyxl.utils.cell.coordinate_to_tuple(c.anchor)[0] + 16 for c in sheet.charts])
+        last_col = openpyxl.utils.get_column_letter(max(c for _, c in sheet.cells))
+        assert ws.print_area == f"'{ws.title}'!$A$1:${last_col}${last_row}"
+        assert ws.page_setup.orientation == "landscape"
+        if ws.title not in (GUIDE, "Spec"):
+            assert ws.freeze_panes == "C2" and ws.print_title_cols == "$A:$B", ws.title
+
+
+def test_the_guide_shows_the_description_and_the_spec_notes(saved):
+    spec, _, wb = saved
+    text = "\n".join(str(c.value) for row in wb[GUIDE].iter_rows() for c in row
+                     if isinstance(c.value, str))
+    assert spec.description in text
+    for paragraph in spec_notes(spec.source):
+        assert paragraph in text
+
+
+def test_spec_notes_are_paragraphs_of_the_leading_comments():
+    source = ('name = "x"\n# One\n# two.\n#\n# Three:\n#   cmd --flag\n\n[vocab]\n# not this\n')
+    assert spec_notes(source) == ["One two.", "Three:\ncmd --flag"]
+
+
+@pytest.mark.parametrize("template", [*catalog.names(), CORNERS])
+def test_pairwise_scores_equal_the_heads_scores(template):
+    spec = load_spec(catalog.resolve(template))
+    trace = reference.forward(spec, make_weights(spec), spec.text)
+    heads = [n.removesuffix(".scores_qk") for n in trace if n.endswith(".scores_qk")]
+    assert len(heads) == (spec.model.n_layer + spec.model.n_enc_layer) * spec.model.n_head
+    for h in heads:
+        want = trace[f"{h}.scores"]
+        scale = max(1.0, float(np.abs(want).max()))
+        np.testing.assert_allclose(trace[f"{h}.scores_qk"], want, rtol=1e-10, atol=1e-10 * scale)
+
+
+# (case, template, chart position typed in or None, position the chart must show)
+CHART_CASES = [
+    ("reverse", "reverse", None, 0),
+    ("reverse-3", "reverse", 3, 3),
+    ("reverse-text", "reverse", "three", 0),
+    ("reverse-too-big", "reverse", 9, 0),
+    ("reverse-negative", "reverse", -1, 0),
+    ("reverse-fraction", "reverse", 2.5, 0),
+    ("tiny-gpt-7", "tiny-gpt", 7, 7),
+    ("vanilla-encoder", "vanilla-encoder", None, 0),
+    ("corners-1", CORNERS, 1, 1),
+    ("copy-2", "copy", 2, 2),  # an encoder-decoder with its own output vocabulary
+    ("alphabet-4", "alphabet", 4, 4),  # live generation
+]
+
+
+def _type(path: Path, name: str, value) -> None:
+    """What a reader does: type into a named cell and save, without xlformer."""
+    wb = openpyxl.load_workbook(path)
+    area = read_built(path).names[name]
+    wb[area.sheet].cell(area.row, area.col).value = value
+    wb.save(path)
+
+
+@pytest.fixture(scope="module")
+def charted(tmp_path_factory):
+    folder, paths = tmp_path_factory.mktemp("chart"), {}
+    for case, template, typed, _ in CHART_CASES:
+        path = build_template(template, folder / f"{case}.xlsx")
+        if typed is not None:
+            _type(path, "chart.position", typed)
+        paths[case] = path
+    # The issue's test of done: a new word typed into the showcase workbook.
+    paths["new-word"] = folder / "new-word.xlsx"
+    paths["new-word"].write_bytes((ROOT / "workbooks" / "reverse.xlsx").read_bytes())
+    _type(paths["new-word"], "input_text", "Stream")
+    return paths, lazy_recalc(paths, tmp_path_factory)
+
+
+@pytest.mark.parametrize("engine", recalc.ENGINES)
+def test_a_new_word_in_the_showcase_shows_reversed_with_its_mirror_heatmap(engine, charted):
+    paths, recomputed = charted
+    values = open_values(recomputed(engine)["new-word"])
+    built = read_built(paths["new-word"])
+    assert _echoes(paths["new-word"], values) == {"input_text": "Stream",
+                                                  "output_text": "maertS"}
+    weights = read_block(values, built.names["h.0.attn.head0.weights"])
+    assert weights.argmax(axis=1).tolist() == [5, 4, 3, 2, 1, 0]
+    keys = built.names["h.0.attn.head0.weights"]
+    labels = [values[keys.sheet].cell(keys.row - 1, keys.col + j).value for j in range(6)]
+    assert labels == [f"{j} {c}" for j, c in enumerate("Stream")]
+
+
+@pytest.mark.parametrize("engine", recalc.ENGINES)
+@pytest.mark.parametrize("case", CHART_CASES, ids=[c[0] for c in CHART_CASES])
+def test_no_error_anywhere_and_the_chart_shows_the_chosen_row(case, engine, charted):
+    name, _, typed, shown = case
+    paths, recomputed = charted
+    built, values = read_built(paths[name]), open_values(recomputed(engine)[name])
+    errors = [f"{ws.title}!{c.coordinate}={c.value!r}" for ws in values.worksheets
+              for row in ws.iter_rows() for c in row if recalc.error_value(c.value)]
+    assert not errors
+    assert cell_value(values, built.names["chart.shown"]) == shown
+    note = cell_value(values, built.names["chart.note"])
+    assert bool(note) == (typed is not None and shown != typed), note
+    probs = read_block(values, built.names["probs"])
+    chart = read_block(values, built.names["chart.probs"])
+    np.testing.assert_array_equal(chart[0], probs[shown])
+    assert _echoes(paths[name], values) == {"input_text": built.text,
+                      "output_text": cell_value(values, built.names["output_text"])}
+
+
+def _echoes(path: Path, values) -> dict[str, object]:
+    """What the guide shows beside its links to the input and output cells."""
+    wb, names = openpyxl.load_workbook(path), read_built(path).names
+    out = {}
+    for name in ("input_text", "output_text"):
+        area = names[name]
+        for row in wb[GUIDE].iter_rows():
+            for c in row:
+                if c.hyperlink and _target(c.hyperlink.location) == (area.sheet, area.row,
+                                                                     area.col):
+                    out[name] = values[GUIDE].cell(c.row, 3).value
+    return out
+
+
+def test_every_showcase_workbook_renders_to_a_picture_that_is_not_blank(tmp_path):
+    require_renderer()
+    books = sorted((ROOT / "workbooks").glob("*.xlsx"))
+    jobs = [(b, sheet, tmp_path / f"{b.stem}-{sheet}.ppm") for b in books
+            for sheet in ("Guide", render.first_layer(b))]
+    for path in render.render(jobs, dpi=40):
+        pixels = render.read_ppm(path).astype(float)
+        dark = (pixels.mean(axis=2) < 128).mean()
+        assert pixels.shape[0] > 100 and pixels.shape[1] > 100, path.name
+        assert pixels.std() > 10 and 0.001 < dark < 0.5, f"{path.name} looks blank"
+
+
+def test_render_command_writes_a_png_and_rejects_an_unknown_sheet(tmp_path):
+    require_renderer()
+    book = build_template("reverse", tmp_path / "r.xlsx")
+    runner = CliRunner()
+    result = runner.invoke(main, ["render", str(book), "--sheet", "Nope", "-o",
+                                  str(tmp_path / "x.png")])
+    assert result.exit_code == 2 and "has no sheet 'Nope'" in result.output
+    assert not (tmp_path / "x.png").exists()
+    result = runner.invoke(main, ["render", str(book), "-o", str(tmp_path / "g.png"),
+                                  "--dpi", "40"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
