@@ -121,6 +121,13 @@ def hand_count() -> dict[str, tuple[int, int]]:
             f"{head}.sum": (T, T * T),
             f"{head}.weights": (T * T, T * T * 2),
             f"{head}.out": (T * HS, HS * 2 * CAUSAL),
+            # the pairwise view, with the bias as an extra row and column (D + 1):
+            # W_QK entries are SUMPRODUCTs of a W_Q row and a W_K row of HS
+            f"{head}.w_qk": ((D + 1) ** 2, (D + 1) ** 2 * 2 * HS),
+            # X . W_QK: MMULT(x row, column of D) + the bias row's entry
+            f"{head}.x_wqk": (T * (D + 1), T * (D + 1) * (2 * D + 1)),
+            # SUMPRODUCT(x W_QK row, x row) + bias column, * scale; masked ones are 0
+            f"{head}.scores_qk": (T * T, CAUSAL * (2 * D + 2)),
         })
     return count
 
