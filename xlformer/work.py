@@ -68,7 +68,15 @@ def references(formula: str, names: Mapping[str, Area] | None = None) -> Iterato
     only if it is one of `names` (defined names, case-insensitive as in Excel);
     otherwise it is a function argument like TRUE and reads nothing.
     """
-    known = {k.upper(): a.nrows * a.ncols for k, a in (names or {}).items()}
+    return _references(formula, _sizes(names or {}))
+
+
+def _sizes(names: Mapping[str, Area]) -> dict[str, int]:
+    """Defined names, upper-cased, -> cells they cover: made once per book, not per formula."""
+    return {k.upper(): a.nrows * a.ncols for k, a in names.items()}
+
+
+def _references(formula: str, known: dict[str, int]) -> Iterator[int]:
     code = _STRING.sub('""', formula)
     for m in _REFERENCE.finditer(code):
         if _INDEXED.search(code, 0, m.start()):
@@ -93,18 +101,18 @@ def cells_read(formula: str, names: Mapping[str, Area] | None = None) -> int:
 
 def count(book: Book) -> Work:
     """Formula cells of the whole book, and the cells they read."""
-    total = Work(0, 0)
+    total, known = Work(0, 0), _sizes(book.names)
     for sheet in book.sheets.values():
         for cell in sheet.cells.values():
             if cell.kind == FORMULA:
-                total += Work(1, cells_read(str(cell.value), book.names))
+                total += Work(1, sum(_references(str(cell.value), known)))
     return total
 
 
 def by_block(book: Book) -> dict[str, Work]:
     """The same count inside each computed block (a head's q is a window of c_attn,
     so windows and the blocks they lie in both count their cells)."""
-    out = {}
+    out, known = {}, _sizes(book.names)
     for name, area in book.blocks.items():
         cells = book.sheets[area.sheet].cells
         work = Work(0, 0)
@@ -112,7 +120,7 @@ def by_block(book: Book) -> dict[str, Work]:
             for j in range(area.ncols):
                 cell = cells.get(area.at(i, j))
                 if cell is not None and cell.kind == FORMULA:
-                    work += Work(1, cells_read(str(cell.value), book.names))
+                    work += Work(1, sum(_references(str(cell.value), known)))
         out[name] = work
     return out
 
