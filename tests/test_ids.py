@@ -24,6 +24,7 @@ from xlformer.weights import make_weights
 
 WORDS = ["the", " cat", "s", "at", " on", "=mat", "ing", "a", " dog", "!", "ran", " "]
 MAX_SEQ = 6
+SPEC = Path(__file__).parent / "specs" / "words.toml"  # 8 tokens, 6 positions
 # Typed over the built workbook's ids: a fraction, text, an id past the vocabulary, a
 # negative, an empty cell, and a good id after them.
 TYPED = [V - 1, 2.5, "x", V, -1, None]
@@ -91,6 +92,10 @@ def books(tmp_path_factory):
         spec = imported(folder, name, vocab)
         paths[name] = folder / f"{name}.xlsx"
         writer.save(builder.build(spec, make_weights(spec), spec.ids), paths[name])
+    spec = load_spec(SPEC)  # random weights, post-norm, sinusoidal, untied head with a bias
+    paths["spec"] = folder / "spec.xlsx"
+    writer.save(builder.build(spec, make_weights(spec), spec.ids), paths["spec"])
+    for name in ("words", "bare"):
         for label, values in (("typed", TYPED), ("retyped", RETYPED)):
             wb = load_workbook(paths[name])
             area = read_built(paths[name]).names["input.typed"]
@@ -106,7 +111,7 @@ def recomputed(books, tmp_path_factory):
     return lazy_recalc(books, tmp_path_factory)
 
 
-CASES = [f"{n}{s}" for n in ("words", "bare") for s in ("", "-typed", "-retyped")]
+CASES = [f"{n}{s}" for n in ("words", "bare") for s in ("", "-typed", "-retyped")] + ["spec"]
 
 
 @pytest.mark.parametrize("engine", recalc.ENGINES)
@@ -124,6 +129,10 @@ def test_ids_workbooks_match_the_reference_in_engines(case, engine, books, recom
     assert got == list(trace["input.ids"])
     want = built.spec.vocab.sep.join(built.spec.vocab.tokens[i] for i in trace["output.ids"])
     assert cell_value(values, names["output_text"]) == want
+    if case == "spec":
+        tokens = [cell_value(values, names["input.chars"], i) for i in range(MAX_SEQ)]
+        assert got == [4, 5, 2, 7, 0, 0]  # '=sum(1)' stays text in every engine
+        assert tokens == ["=sum(1)", " ", " cat", "!", "<pad>", "<pad>"]
     if case.endswith("-typed"):  # mistakes are notes and padding, never error values
         notes = [cell_value(values, names["input.note"], i) for i in range(MAX_SEQ)]
         assert got == [V - 1, 0, 0, 0, 0, 0]

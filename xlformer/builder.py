@@ -57,7 +57,8 @@ class _Builder:
     def build(self, text: str) -> Book:
         m = self.m
         sheets = {
-            INPUT: "the input text, how each position is read, the embeddings",
+            INPUT: ("the typed token ids" if self.spec.reads_ids else "the input text")
+            + ", how each position is read, the embeddings",
             **{layer_sheet(i, "enc."): f"encoder block {i}: attention over the whole input, "
                "then feed-forward" for i in range(m.n_enc_layer)},
             **{layer_sheet(i, self.dec): f"transformer block {i}: attention, "

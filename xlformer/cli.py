@@ -138,9 +138,11 @@ def build(spec: str, output: Path | None, text: str | None, ids: str | None,
 @click.option("--engine", type=click.Choice(ENGINE_CHOICES), default="all", show_default=True,
               help="Spreadsheet engine(s) to recompute in.")
 @click.option("--text", help="For a spec: the input text to build with.")
+@click.option("--ids", help="For a spec that reads token ids: the ids to build with.")
 @click.option("--weights", "weights_file", type=click.Path(path_type=Path),
               help="For a spec: an .npz of weights to use.")
-def verify_cmd(target: str, engine: str, text: str | None, weights_file: Path | None) -> None:
+def verify_cmd(target: str, engine: str, text: str | None, ids: str | None,
+               weights_file: Path | None) -> None:
     """Recompute in real engines; compare with the reference.
 
     TARGET is a built workbook (.xlsx) or a spec to build first.
@@ -154,7 +156,7 @@ def verify_cmd(target: str, engine: str, text: str | None, weights_file: Path | 
         else:
             model = _load(target)
             path = Path(tmp) / f"{model.name}.xlsx"
-            path.write_bytes(_build_bytes(model, weights_file, text)[0])
+            path.write_bytes(_build_bytes(model, weights_file, text, ids)[0])
         try:
             checks = verify(path, engines)
         except (recalc.EngineMissing, SpecError, NotAWorkbook) as e:

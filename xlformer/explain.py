@@ -126,6 +126,9 @@ _IDS_INPUT = {
         "a fraction, out of range) the padding id.", number_format="0"),
     "input.note": lambda V: Header(
         "note", "Why a position reads as padding, if it does.", number_format=GENERAL),
+    "output.chars": lambda V: Header(
+        "token = vocab[id]", "The most likely token as text; joined, they are the output "
+        "text.", step=True, number_format=GENERAL),
     "input.chars": lambda V: Header(
         "token = vocab[id]", "Each position's token as text, looked up in the vocabulary "
         "row above.", step=True, number_format=GENERAL),

@@ -63,9 +63,9 @@ def guide_sheet(book: Book, spec: Spec, sheets: dict[str, str]) -> None:
     page.sheet.print_titles = False
     page.sheet.heights[1] = 24
     page.line((1, f"xlformer: {spec.name}", "heading"))
+    where = "token ids into the yellow cells" if spec.reads_ids else "input into the yellow cell"
     page.paragraph("Every number in this workbook except the weights is a live formula. Type "
-                   "a new input into the yellow cell and the whole model recomputes, down to "
-                   "the output text.")
+                   f"a new {where} and the whole model recomputes, down to the output text.")
     _about(page, spec)
     _try_it(page, book, spec)
     _reading_order(page, book)
