@@ -39,7 +39,7 @@ def require_renderer() -> None:
 
 def build_template(name: str, path: Path, text: str | None = None) -> Path:
     spec = load_spec(catalog.resolve(name))
-    book = builder.build(spec, make_weights(spec), spec.text if text is None else text)
+    book = builder.build(spec, make_weights(spec), spec.input if text is None else text)
     writer.save(book, path)
     return path
 

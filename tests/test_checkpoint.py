@@ -212,14 +212,6 @@ def test_a_vocabulary_of_the_wrong_size_is_named(tmp_path):
     assert "has 11 tokens; the checkpoint's wte has 12 rows" in result.output
 
 
-def test_a_vocabulary_of_multi_character_tokens_is_refused_plainly(tmp_path):
-    tokens = [*TOKENS[:-1], "ing"]
-    result = run_import(tmp_path, gpt2_checkpoint("conv1d", True, True, True), vocab=tokens)
-    assert result.exit_code == 2
-    assert "every token must be one character, not 'ing'" in result.output
-    assert "(GPT-2's BPE) are not supported yet" in result.output
-
-
 def test_vocab_json_object_of_ids_is_read_in_id_order(tmp_path):
     path = tmp_path / "vocab.json"
     path.write_text(json.dumps({"b": 1, "a": 0, "c": 2}))

@@ -22,6 +22,7 @@ from xlformer.weights import make_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 CORNERS = str(Path(__file__).parent / "specs" / "corners.toml")
+WORDS = str(Path(__file__).parent / "specs" / "words.toml")  # reads token ids
 # Parts of a wider block, explained by the block's header (c_attn, heads).
 WINDOWS = re.compile(r"\.head\d+\.(q|k|v|out)$")
 HEATMAPS = re.compile(r"(\.scores|\.weights|\.w_qk|\.scores_qk|^probs|^logits)$")
@@ -30,10 +31,10 @@ LOCATION = re.compile(r"^(?:'(?P<quoted>(?:[^']|'')+)'|(?P<plain>[^'!]+))!(?P<ce
 
 def _build(template: str):
     spec = load_spec(catalog.resolve(template))
-    return spec, builder.build(spec, make_weights(spec), spec.text)
+    return spec, builder.build(spec, make_weights(spec), spec.input)
 
 
-@pytest.fixture(scope="module", params=[*catalog.names(), CORNERS])
+@pytest.fixture(scope="module", params=[*catalog.names(), CORNERS, WORDS])
 def saved(request, tmp_path_factory):
     spec, book = _build(request.param)
     path = build_template(request.param, tmp_path_factory.mktemp("c") / "w.xlsx")
@@ -49,7 +50,7 @@ def _target(location: str) -> tuple[str, int, int]:
 
 
 def test_the_guide_comes_first_and_every_link_lands_on_something(saved):
-    _, book, wb = saved
+    spec, book, wb = saved
     assert wb.sheetnames[0] == GUIDE
     links = [c for row in wb[GUIDE].iter_rows() for c in row if c.hyperlink]
     steps = [name for name, (_, h) in book.headers.items() if h.step]
@@ -63,7 +64,8 @@ def test_the_guide_comes_first_and_every_link_lands_on_something(saved):
             assert (sheet, row, col) == (title.sheet, title.row, title.col)
             assert wb[sheet].cell(row, col).value == header.title
     named = {c.value for c in links}
-    assert set(steps) <= named and "Input text: type here" in named
+    typing = "Input token ids: type here" if spec.reads_ids else "Input text: type here"
+    assert set(steps) <= named and typing in named
 
 
 def test_every_block_has_a_header_a_note_and_its_heatmap(saved):
@@ -112,10 +114,10 @@ def test_spec_notes_are_paragraphs_of_the_leading_comments():
     assert spec_notes(source) == ["One two.", "Three:\ncmd --flag"]
 
 
-@pytest.mark.parametrize("template", [*catalog.names(), CORNERS])
+@pytest.mark.parametrize("template", [*catalog.names(), CORNERS, WORDS])
 def test_pairwise_scores_equal_the_heads_scores(template):
     spec = load_spec(catalog.resolve(template))
-    trace = reference.forward(spec, make_weights(spec), spec.text)
+    trace = reference.forward(spec, make_weights(spec), spec.input)
     heads = [n.removesuffix(".scores_qk") for n in trace if n.endswith(".scores_qk")]
     assert len(heads) == (spec.model.n_layer + spec.model.n_enc_layer) * spec.model.n_head
     for h in heads:

@@ -73,3 +73,63 @@ def test_bad_specs_name_the_problem(change, message):
 def test_resolve_rejects_unknown_names_and_lists_templates():
     with pytest.raises(SpecError, match="templates: .*reverse"):
         catalog.resolve("no-such-model")
+
+
+IDS = """
+name = "t"
+ids = [3, 0, 4]
+[vocab]
+input = "ids"
+tokens = ["the", " cat", "s", "=1", "ing"]
+[model]
+max_seq = 4
+d_model = 4
+n_head = 2
+n_layer = 1
+"""
+
+
+def test_a_spec_that_reads_ids_takes_multi_character_tokens_and_default_ids():
+    spec = parse_spec(IDS)
+    assert spec.reads_ids and spec.input == (3, 0, 4) and spec.vocab.sep == ""
+    assert spec.vocab.tokens[1] == " cat" and spec.vocab.pad == "the"
+    sized = parse_spec(IDS.replace('tokens = ["the", " cat", "s", "=1", "ing"]', "size = 7"))
+    assert sized.vocab.tokens == tuple("0123456") and sized.vocab.sep == " "
+    assert parse_spec(IDS.replace("ids = [3, 0, 4]\n", "")).input == ()
+    assert parse_spec(BASE).input == "" and not parse_spec(BASE).reads_ids
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("ids = [3, 0, 4]", "ids = [3, 0, 5]"), "input has token ids outside 0..4: 5 at 2"),
+    (("ids = [3, 0, 4]", "ids = [-1]"), "input has token ids outside 0..4: -1 at 0"),
+    (("ids = [3, 0, 4]", "ids = [1, 1, 1, 1, 1]"), "input has 5 token ids, more than max_seq (4)"),
+    (("ids = [3, 0, 4]", "ids = [1.5]"), "'ids' must be whole numbers (token ids), not 1.5"),
+    (("ids = [3, 0, 4]", "ids = [true]"), "'ids' must be whole numbers (token ids), not True"),
+    (("ids = [3, 0, 4]", 'ids = "3 0"'), "'ids' must be list"),
+    (("ids = [3, 0, 4]", 'text = "ab"'), "takes 'ids' (a list of token ids), not 'text'"),
+    (('input = "ids"', 'input = "bytes"'), "vocab.input must be one of text, ids, not 'bytes'"),
+    (('"ing"]', '""]'), "vocab.tokens must be non-empty strings, not ''"),
+    (('"ing"]', '"the"]'), "vocab.tokens has duplicates: ['the']"),
+    (('"ing"]', '"a\\nb"]'), "vocab.tokens has control characters: ['a\\nb']"),
+    (('"ing"]', '3]'), "vocab.tokens must be non-empty strings, not 3"),
+    (('tokens = ["the", " cat", "s", "=1", "ing"]', "size = 0"), "vocab.size must be positive"),
+    (('tokens = ["the", " cat", "s", "=1", "ing"]', 'size = 5\nset = "digits"'),
+     "vocab needs exactly one of 'vocab.set', 'vocab.tokens' or 'vocab.size'"),
+    (('input = "ids"\n', ""), "vocab.tokens must be single characters, not 'the' "
+     "(multi-character tokens need vocab.input = \"ids\")"),
+    (('input = "ids"\ntokens = ["the", " cat", "s", "=1", "ing"]', "size = 5"),
+     "vocab.size (tokens named by their ids) needs vocab.input = \"ids\""),
+    (("n_layer = 1", "n_layer = 1\n[generate]\nsteps = 2"),
+     "vocab.input = \"ids\" does not work with [generate] or encoder-decoders yet"),
+])
+def test_bad_ids_specs_name_the_problem(change, message):
+    with pytest.raises(SpecError) as err:
+        parse_spec(IDS.replace(*change))
+    assert message in str(err.value)
+
+
+def test_a_text_spec_takes_no_ids_and_its_target_vocab_no_input():
+    with pytest.raises(SpecError, match="'ids' is for vocab.input"):
+        parse_spec(BASE.replace('name = "t"', 'name = "t"\nids = [1]'))
+    with pytest.raises(SpecError, match="unknown key 'target_vocab.input'"):
+        parse_spec(BASE + '[target_vocab]\nset = "digits"\ninput = "ids"\n')

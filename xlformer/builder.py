@@ -57,7 +57,8 @@ class _Builder:
     def build(self, text: str) -> Book:
         m = self.m
         sheets = {
-            INPUT: "the input text, how each position is read, the embeddings",
+            INPUT: ("the typed token ids" if self.spec.reads_ids else "the input text")
+            + ", how each position is read, the embeddings",
             **{layer_sheet(i, "enc."): f"encoder block {i}: attention over the whole input, "
                "then feed-forward" for i in range(m.n_enc_layer)},
             **{layer_sheet(i, self.dec): f"transformer block {i}: attention, "
@@ -201,8 +202,10 @@ class _Builder:
         """The tokens an embedding table's rows stand for."""
         return (self.spec.out_vocab if wte == f"{self.dec}wte" else self.spec.vocab).tokens
 
-    def input_sheet(self, text: str) -> Area:
+    def input_sheet(self, text) -> Area:
         """Input text -> characters -> one-hot -> token ids -> embeddings."""
+        if self.spec.reads_ids:
+            return self.ids_input_sheet(text)
         spec, T, S = self.spec, self.T, INPUT
         self.label(S, 1, 1, f"xlformer: {spec.name}", "title")
         text_cell = self.scalar("input_text", S, 2, Cell(TEXT, text, "input"), "type input here")
@@ -233,6 +236,40 @@ class _Builder:
         if self.spec.generate is not None:  # the decoder reads back what it chose
             self.generation = Generation(self)
             return self.generation.decoder_input(flow, ids)
+        return self.embeddings(flow, ids)
+
+    def ids_input_sheet(self, typed_ids) -> Area:
+        """Typed token ids -> checked ids -> tokens -> embeddings; no text, no one-hot."""
+        spec, T, S, V = self.spec, self.T, INPUT, len(self.spec.vocab)
+        self.label(S, 1, 1, f"xlformer: {spec.name}", "title")
+        self.label(S, 2, 2, "type input here")
+        self.label(S, 2, 3, f"token ids (whole numbers 0 to {V - 1}) in the yellow column "
+                   "'typed id' below, one per position")
+        self.label(S, ECHO_ROW, 2, "output text")
+        self.scalar("pad", S, 5, Cell(TEXT, spec.vocab.pad), "padding token")
+        pad_id = self.scalar("pad_id", S, 6, Cell(NUMBER, spec.vocab.pad_id), "padding id")
+        flow = Flow(S, top=8)
+        [vocab] = self.band(flow, [Slot("vocab", V, tuple(map(str, range(V))))], 1,
+                            positions=False, explained=True)
+        for j, token in enumerate(spec.vocab.tokens):
+            self.book.put(vocab, 0, j, Cell(TEXT, token))
+        self.book.name("vocab", vocab)
+        self.vocab = vocab
+        typed, ids, notes, chars = self.band(
+            flow, [Slot("input.typed", 1, ("typed id",)), Slot("input.ids", 1, ("id",)),
+                   Slot("input.note", 1, ("note",)), Slot("input.chars", 1, ("token",))], T)
+        shown = list(typed_ids[:T]) + [None] * (T - len(typed_ids[:T]))
+        for i, value in enumerate(shown):  # empty cells past the ids, yellow all the same
+            self.book.put(typed, i, 0, Cell(NUMBER, value, "input"))
+        self.book.name("input.typed", typed)
+        self.book.sheet(S).whole_numbers.append((typed, 0, V - 1))
+        pad_ref = pad_id.ref(0, 0, S, True)
+        self.fill("input.ids", ids, lambda i, _: f.typed_id(typed.ref(i, 0, S), V, pad_ref))
+        self.fill("input.note", notes, lambda i, _: f.typed_note(typed.ref(i, 0, S), V),
+                  trace=False)
+        self.fill("input.chars", chars, lambda i, _: f.token_text(
+            vocab.full_ref(S, absolute=True), ids.ref(i, 0, S)), trace=False)
+        self.chars = self.source_chars = chars
         return self.embeddings(flow, ids)
 
     def embeddings(self, flow: Flow, ids: Area, p: str = "") -> Area:
@@ -518,10 +555,10 @@ class _Builder:
     def joined(self, flow: Flow, chars: Area) -> str:
         """All characters in one formula. A long output is joined in parts first, so no
         formula grows past Excel's 8,192 characters, however many positions there are."""
-        S, n = flow.sheet, chars.nrows
+        S, n, sep = flow.sheet, chars.nrows, self.spec.out_vocab.sep
         refs = [chars.ref(i, 0, S) for i in range(n)]
         if n <= JOIN_PART:
-            return f.concat(refs)
+            return f.concat(refs, sep)
         starts = range(0, n, JOIN_PART)
         [parts] = self.band(flow, [Slot("output.text_parts", 1, ("text",))], len(starts),
                             positions=False, explained=True)
@@ -529,8 +566,8 @@ class _Builder:
             self.label(S, parts.row + k, 1, f"pos {start}-{min(start + JOIN_PART, n) - 1}",
                        "header")
         self.fill("output.text_parts", parts,
-                  lambda k, _: f.concat(refs[starts[k]:starts[k] + JOIN_PART]), trace=False)
-        return f.concat([parts.ref(k, 0, S) for k in range(len(starts))])
+                  lambda k, _: f.concat(refs[starts[k]:starts[k] + JOIN_PART], sep), trace=False)
+        return f.concat([parts.ref(k, 0, S) for k in range(len(starts))], sep)
 
     def logit_formula(self, x: Area, S: str) -> Callable[[int, int], str]:
         """Tied: x . wte[v] (two rows, SUMPRODUCT). Untied: x @ lm_head[:, v] (+ bias)."""

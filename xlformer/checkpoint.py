@@ -191,29 +191,37 @@ def read_vocab(path: Path, size: int) -> list[str]:
     if len(data) != size:
         raise CheckpointError(f"vocabulary {path} has {len(data)} tokens; the checkpoint's "
                               f"wte has {size} rows")
-    long = [tok for tok in data if len(tok) != 1]
-    if long:
-        raise CheckpointError(f"vocabulary {path}: every token must be one character, not "
-                              f"{long[0]!r}; models over multi-character tokens (GPT-2's BPE) "
-                              "are not supported yet")
     return data
 
 
-def spec_toml(name: str, model: Imported, n_head: int, max_seq: int, tokens: list[str],
-              text: str, weights_file: str, origin: str) -> str:
-    """The spec of an imported model, as TOML that `xlformer build` reads."""
-    pad = " " if " " in tokens else tokens[0]
+def spec_toml(name: str, model: Imported, n_head: int, max_seq: int,
+              tokens: list[str] | None, typed: str | tuple[int, ...], weights_file: str,
+              origin: str) -> str:
+    """The spec of an imported model, as TOML that `xlformer build` reads.
+
+    `typed` is the input text, or token ids (a tuple) for a model that reads ids: one
+    without a vocabulary (`tokens` None: each token is its id) or with tokens longer
+    than a character."""
+    if isinstance(typed, tuple):
+        shown = "ids = [" + ", ".join(map(str, typed)) + "]"
+        vocab = ['input = "ids"', f"size = {model.vocab_size}" if tokens is None else
+                 "tokens = [" + ", ".join(_q(tok) for tok in tokens) + "]"]
+        pad = None  # the first token; a GPT-2 vocabulary has no padding token of its own
+    else:
+        shown = f"text = {_q(typed)}"
+        vocab = ["tokens = [" + ", ".join(_q(tok) for tok in tokens) + "]"]
+        pad = " " if " " in tokens else tokens[0]
     lines = [
         f"name = {_q(name)}",
         f"description = {_q(f'Imported from {origin}.')}",
-        f"text = {_q(text)}",
+        shown,
         "",
         f"# Imported by `xlformer import` ({model.layout} layout); GPT-2's architecture:",
         "# pre-norm, tanh-GELU, learned positions, causal mask, LayerNorm eps 1e-5.",
         "",
         "[vocab]",
-        "tokens = [" + ", ".join(_q(tok) for tok in tokens) + "]",
-        f"pad = {_q(pad)}",
+        *vocab,
+        *([f"pad = {_q(pad)}"] if pad is not None else []),
         "",
         "[model]",
         f"max_seq = {max_seq}", f"d_model = {model.d_model}", f"n_head = {n_head}",

@@ -17,7 +17,16 @@ from . import builder, catalog, checkpoint, recalc, render, train, writer
 from .limits import LimitError
 from .names import BadName
 from .reader import NotAWorkbook
-from .spec import Spec, SpecError, Train, Weights, check_text, load_spec, parse_spec
+from .spec import (
+    Spec,
+    SpecError,
+    Train,
+    Weights,
+    check_ids,
+    check_text,
+    load_spec,
+    parse_spec,
+)
 from .verify import BlockCheck, verify
 from .weights import WeightsError, check_params, make_weights
 
@@ -56,13 +65,37 @@ def _output_path(out: Path) -> Path:
     return out
 
 
-def _build_bytes(spec: Spec, weights_file: Path | None,
-                 text: str | None) -> tuple[bytes, tuple[int, int]]:
-    text = spec.text if text is None else text
+def parse_ids(ids: str) -> tuple[int, ...]:
+    """Token ids typed on the command line: whole numbers separated by spaces or commas."""
     try:
-        check_text(spec, text)
+        return tuple(int(i) for i in ids.replace(",", " ").split())
+    except ValueError:
+        raise UserError(f"--ids must be whole numbers separated by spaces, not {ids!r}") from None
+
+
+def _input(spec: Spec, text: str | None, ids: str | None) -> str | tuple[int, ...]:
+    """The input to build with: --text for a spec that reads text, --ids for one that
+    reads token ids, else the spec's own."""
+    if spec.reads_ids and text is not None:
+        raise UserError(f"{spec.name} reads token ids (vocab.input = \"ids\"): give --ids, "
+                        "not --text")
+    if not spec.reads_ids and ids is not None:
+        raise UserError(f"{spec.name} reads text: give --text, not --ids")
+    try:
+        if spec.reads_ids:
+            typed = spec.ids if ids is None else parse_ids(ids)
+            check_ids(spec, typed)
+            return typed
+        typed = spec.text if text is None else text
+        check_text(spec, typed)
+        return typed
     except SpecError as e:
         raise UserError(str(e)) from None
+
+
+def _build_bytes(spec: Spec, weights_file: Path | None, text: str | None,
+                 ids: str | None = None) -> tuple[bytes, tuple[int, int]]:
+    text = _input(spec, text, ids)
     try:
         book = builder.build(spec, _weights(spec, weights_file), text)
     except (LimitError, BadName) as e:
@@ -81,14 +114,17 @@ def main() -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Workbook to write (default: NAME.xlsx in the current folder).")
 @click.option("--text", help="Input text the workbook opens with (default: the spec's).")
+@click.option("--ids", help="For a spec that reads token ids: the ids the workbook opens "
+              "with, e.g. \"3 1 4\" (default: the spec's).")
 @click.option("--weights", "weights_file", type=click.Path(path_type=Path),
               help="An .npz of weights to use instead of the spec's own.")
-def build(spec: str, output: Path | None, text: str | None, weights_file: Path | None) -> None:
+def build(spec: str, output: Path | None, text: str | None, ids: str | None,
+          weights_file: Path | None) -> None:
     """Build a workbook from a template name or a spec file."""
     model = _load(spec)
     out = _output_path(output or Path(f"{model.name}.xlsx"))
     start = time.perf_counter()
-    data, (cells, formulas) = _build_bytes(model, weights_file, text)
+    data, (cells, formulas) = _build_bytes(model, weights_file, text, ids)
     try:
         writer.atomic_write(out, data)
     except OSError as e:
@@ -102,9 +138,11 @@ def build(spec: str, output: Path | None, text: str | None, weights_file: Path |
 @click.option("--engine", type=click.Choice(ENGINE_CHOICES), default="all", show_default=True,
               help="Spreadsheet engine(s) to recompute in.")
 @click.option("--text", help="For a spec: the input text to build with.")
+@click.option("--ids", help="For a spec that reads token ids: the ids to build with.")
 @click.option("--weights", "weights_file", type=click.Path(path_type=Path),
               help="For a spec: an .npz of weights to use.")
-def verify_cmd(target: str, engine: str, text: str | None, weights_file: Path | None) -> None:
+def verify_cmd(target: str, engine: str, text: str | None, ids: str | None,
+               weights_file: Path | None) -> None:
     """Recompute in real engines; compare with the reference.
 
     TARGET is a built workbook (.xlsx) or a spec to build first.
@@ -118,7 +156,7 @@ def verify_cmd(target: str, engine: str, text: str | None, weights_file: Path | 
         else:
             model = _load(target)
             path = Path(tmp) / f"{model.name}.xlsx"
-            path.write_bytes(_build_bytes(model, weights_file, text)[0])
+            path.write_bytes(_build_bytes(model, weights_file, text, ids)[0])
         try:
             checks = verify(path, engines)
         except (recalc.EngineMissing, SpecError, NotAWorkbook) as e:
@@ -273,16 +311,20 @@ def _read_text(path: Path) -> str:
               help="The spec to write (.toml); its weights go beside it, same name, .npz.")
 @click.option("--heads", type=click.IntRange(min=1), required=True,
               help="Attention heads per layer (no shape tells).")
-@click.option("--vocab", "vocab_file", type=click.Path(path_type=Path), required=True,
-              help="JSON list of the tokens in id order (or token -> id), one character each.")
+@click.option("--vocab", "vocab_file", type=click.Path(path_type=Path),
+              help="JSON list of the tokens in id order (or token -> id). Without it, or "
+                   "with tokens longer than a character, the workbook's input is token ids.")
 @click.option("--layout", type=click.Choice(checkpoint.LAYOUTS),
               help="conv1d: matrices (in, out), as GPT-2; linear: (out, in), as nn.Linear. "
                    "Default: read from c_attn's shape.")
 @click.option("--max-seq", type=click.IntRange(min=1),
               help="Positions in the workbook (default: all of wpe's rows).")
-@click.option("--text", default="", help="Input text the workbook opens with.")
-def import_cmd(checkpoint_file: Path, output: Path, heads: int, vocab_file: Path,
-               layout: str | None, max_seq: int | None, text: str) -> None:
+@click.option("--text", help="Input text the workbook opens with (one-character tokens).")
+@click.option("--ids", help="Token ids the workbook opens with, e.g. \"3 1 4\" (a model "
+              "that reads ids).")
+def import_cmd(checkpoint_file: Path, output: Path, heads: int, vocab_file: Path | None,
+               layout: str | None, max_seq: int | None, text: str | None,
+               ids: str | None) -> None:
     """Import a GPT-2-style checkpoint as a spec and weights.
 
     CHECKPOINT is an .npz or .safetensors file of GPT-2-named tensors.
@@ -294,7 +336,8 @@ def import_cmd(checkpoint_file: Path, output: Path, heads: int, vocab_file: Path
     weights_path = output.with_suffix(".npz")
     try:
         model = checkpoint.convert(checkpoint.read_tensors(checkpoint_file), layout)
-        tokens = checkpoint.read_vocab(vocab_file, model.vocab_size)
+        tokens = (None if vocab_file is None
+                  else checkpoint.read_vocab(vocab_file, model.vocab_size))
     except checkpoint.CheckpointError as e:
         raise UserError(str(e)) from None
     if model.d_model % heads:
@@ -303,7 +346,15 @@ def import_cmd(checkpoint_file: Path, output: Path, heads: int, vocab_file: Path
     if max_seq > model.n_ctx:
         raise UserError(f"--max-seq {max_seq} is more than the checkpoint's {model.n_ctx} "
                         "positions")
-    source = checkpoint.spec_toml(output.stem, model, heads, max_seq, tokens, text,
+    reads_ids = tokens is None or any(len(tok) != 1 for tok in tokens)
+    if reads_ids and text is not None:
+        raise UserError("this model reads token ids (no vocabulary of single characters): "
+                        "give --ids, not --text")
+    if not reads_ids and ids is not None:
+        raise UserError("this model reads text (its tokens are single characters): give "
+                        "--text, not --ids")
+    typed = parse_ids(ids or "") if reads_ids else (text or "")
+    source = checkpoint.spec_toml(output.stem, model, heads, max_seq, tokens, typed,
                                   weights_path.name, checkpoint_file.name)
     params = checkpoint.for_spec(model, max_seq)
     try:
@@ -316,7 +367,8 @@ def import_cmd(checkpoint_file: Path, output: Path, heads: int, vocab_file: Path
     writer.atomic_write(weights_path, buffer.getvalue())
     writer.atomic_write(output, source.encode("utf-8"))
     click.echo(f"wrote {output} and {weights_path}: {model.n_layer} layers, {heads} heads, "
-               f"d_model {model.d_model}, {len(tokens)} tokens, {model.layout} layout")
+               f"d_model {model.d_model}, {model.vocab_size} tokens, {model.layout} layout"
+               + (", input: token ids" if reads_ids else ""))
 
 
 @main.command("build-all")

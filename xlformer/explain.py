@@ -43,6 +43,8 @@ def header(name: str, spec: Spec) -> Header:
         return _norm(name, "ln_f", "the last layer's output", "the final LayerNorm")
     if name in _GENERATION:
         return _GENERATION[name]
+    if spec.reads_ids and name in _IDS_INPUT:
+        return _IDS_INPUT[name](len(spec.vocab))
     table = {
         "input.chars": Header(
             "character",
@@ -106,6 +108,31 @@ def header(name: str, spec: Spec) -> Header:
             "output text.", step=True, number_format=GENERAL),
     }
     return table[name]
+
+
+# The input blocks of a spec that reads token ids (vocab.input = "ids"), by vocabulary size.
+_IDS_INPUT = {
+    "vocab": lambda V: Header(
+        "vocabulary: token of each id",
+        f"The model's {V} tokens in id order (the column labels are the ids); the token "
+        "column below and the output read their text here.", number_format=GENERAL),
+    "input.typed": lambda V: Header(
+        "typed id",
+        f"Type a token id (a whole number from 0 to {V - 1}) per position; an empty cell "
+        "is padding.", number_format=GENERAL),
+    "input.ids": lambda V: Header(
+        "token id",
+        f"The typed id when it is a whole number from 0 to {V - 1}; otherwise (empty, text, "
+        "a fraction, out of range) the padding id.", number_format="0"),
+    "input.note": lambda V: Header(
+        "note", "Why a position reads as padding, if it does.", number_format=GENERAL),
+    "output.chars": lambda V: Header(
+        "token = vocab[id]", "The most likely token as text; joined, they are the output "
+        "text.", step=True, number_format=GENERAL),
+    "input.chars": lambda V: Header(
+        "token = vocab[id]", "Each position's token as text, looked up in the vocabulary "
+        "row above.", step=True, number_format=GENERAL),
+}
 
 
 _GENERATION = {

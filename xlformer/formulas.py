@@ -72,6 +72,18 @@ def input_note(text: str, pos: int, one_hot_row: str) -> str:
             f'IF(SUM({one_hot_row})=0,{unknown},""))')
 
 
+def typed_id(cell: str, size: int, pad_id: str) -> str:
+    """A typed token id if it is one (a whole number 0..size-1), else the padding id."""
+    return f"IF(ISNUMBER({cell}),IF({_whole_in(cell, size - 1)},{cell},{pad_id}),{pad_id})"
+
+
+def typed_note(cell: str, size: int) -> str:
+    """Why a typed id reads as padding: the cell is empty, or not a token id."""
+    bad = string(f"not a token id 0 to {size - 1}: read as padding")
+    return (f'IF(ISNUMBER({cell}),IF({_whole_in(cell, size - 1)},"",{bad}),'
+            f'IF({cell}="",{string("padding")},{bad}))')
+
+
 def lookup(table: str, row_id: str, col: int) -> str:
     """Entry `col` (0-based) of the table row for a 0-based id."""
     return f"INDEX({table},{row_id}+1,{col + 1})"
@@ -207,8 +219,9 @@ def labelled(index: int, text: str) -> str:
     return f'"{index} "&{text}'
 
 
-def concat(parts: list[str]) -> str:
-    return "&".join(parts)
+def concat(parts: list[str], sep: str = "") -> str:
+    """Texts joined, with `sep` between them."""
+    return ("&" + string(sep) + "&" if sep else "&").join(parts)
 
 
 # --- the reader's knobs ---------------------------------------------------------------------

@@ -63,9 +63,9 @@ def guide_sheet(book: Book, spec: Spec, sheets: dict[str, str]) -> None:
     page.sheet.print_titles = False
     page.sheet.heights[1] = 24
     page.line((1, f"xlformer: {spec.name}", "heading"))
+    where = "token ids into the yellow cells" if spec.reads_ids else "input into the yellow cell"
     page.paragraph("Every number in this workbook except the weights is a live formula. Type "
-                   "a new input into the yellow cell and the whole model recomputes, down to "
-                   "the output text.")
+                   f"a new {where} and the whole model recomputes, down to the output text.")
     _about(page, spec)
     _try_it(page, book, spec)
     _reading_order(page, book)
@@ -117,14 +117,21 @@ def spec_notes(source: str) -> list[str]:
 
 def _try_it(page: _Page, book: Book, spec: Spec) -> None:
     page.heading("Try it")
-    text, out = book.names["input_text"], book.names["output_text"]
-    page.link(2, "Input text: type here", text)
-    page.put(3, f.prepare(f.copy(text.full_ref(GUIDE, absolute=True))), FORMULA, "input")
-    page.row += 1
+    out = book.names["output_text"]
+    if spec.reads_ids:
+        page.link(2, "Input token ids: type here", book.names["input.typed"])
+        page.line((3, f"The yellow column 'typed id' on the Input sheet: one token id "
+                      f"(0 to {len(spec.vocab) - 1}) per position.", ""))
+    else:
+        text = book.names["input_text"]
+        page.link(2, "Input text: type here", text)
+        page.put(3, f.prepare(f.copy(text.full_ref(GUIDE, absolute=True))), FORMULA, "input")
+        page.row += 1
     page.link(2, "Output text", out)
     page.put(3, f.prepare(f.copy(out.full_ref(GUIDE, absolute=True))), FORMULA, "output")
     page.row += 1
-    page.line((3, f"The model reads up to {spec.model.max_seq} characters; the input sheet "
+    unit = "token ids" if spec.reads_ids else "characters"
+    page.line((3, f"The model reads up to {spec.model.max_seq} {unit}; the input sheet "
                   "shows how each one is read.", ""))
     heads = [n for n in book.headers if n.endswith(".weights")]
     if heads:

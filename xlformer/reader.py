@@ -33,7 +33,7 @@ class Built:
 
     spec: Spec
     params: Params
-    text: str
+    text: str | tuple  # the input cell's text, or the typed ids' cells (vocab.input = "ids")
     names: dict[str, Area]
     formulas: dict[tuple[str, int, int], str]  # (sheet, row, col) -> formula
 
@@ -56,7 +56,7 @@ def read_built(path: Path) -> Built:
             wb = load_workbook(path, data_only=False)
     except (OSError, zipfile.BadZipFile, InvalidFileException, KeyError) as e:
         raise NotAWorkbook(f"{path} is not a readable .xlsx workbook: {e}") from None
-    if SPEC not in wb.sheetnames or "input_text" not in wb.defined_names:
+    if SPEC not in wb.sheetnames or not ({"input_text", "input.typed"} & set(wb.defined_names)):
         raise NotAWorkbook(f"{path} is not a workbook built by xlformer (it has no Spec sheet)")
     names = {name: _area(dn.attr_text) for name, dn in wb.defined_names.items()}
     source = "\n".join("" if r[0] is None else str(r[0])
@@ -64,14 +64,17 @@ def read_built(path: Path) -> Built:
     spec = parse_spec(source + "\n", origin=f"the spec inside {path}")
     params = {name: read_block(wb, names[name]).reshape(shape)
               for name, shape in expected_shapes(spec).items()}
-    text_area = names["input_text"]
-    text = wb[text_area.sheet].cell(text_area.row, text_area.col).value or ""
+    if spec.reads_ids:  # the typed cells as they are: the reference reads them as the sheet
+        typed = names["input.typed"]
+        text = tuple(cell_value(wb, typed, i) for i in range(typed.nrows))
+    else:
+        text = str(cell_value(wb, names["input_text"]) or "")
     if spec.generate is not None:
         spec = _sampling_as_typed(wb, names, spec)
     formulas = {(ws.title, c.row, c.column): c.value
                 for ws in wb.worksheets for row in ws.iter_rows() for c in row
                 if c.data_type == "f"}
-    return Built(spec, params, str(text), names, formulas)
+    return Built(spec, params, text, names, formulas)
 
 
 def _sampling_as_typed(wb, names: dict[str, Area], spec: Spec) -> Spec:

@@ -8,6 +8,7 @@ beside the sheet and a test can compare them block by block.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
@@ -25,6 +26,18 @@ def encode(vocab: Vocab, text: str, max_seq: int) -> np.ndarray:
     return np.array([index.get(c, vocab.pad_id) for c in chars])
 
 
+def read_ids(vocab: Vocab, typed, max_seq: int) -> np.ndarray:  # -> [T]
+    """Typed token ids as the sheet reads them: a whole number 0..V-1 is that token; an
+    empty cell, anything else, and positions past the end are padding."""
+    typed = list(typed[:max_seq]) + [None] * (max_seq - len(typed[:max_seq]))
+    return np.array([int(v) if is_id(v, len(vocab)) else vocab.pad_id for v in typed])
+
+
+def is_id(value, size: int) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and float(value).is_integer() and 0 <= value < size)
+
+
 def one_hot(vocab: Vocab, text: str, max_seq: int) -> np.ndarray:  # -> [T, V]
     """Which vocabulary entry each position's character is; all zeros when none."""
     chars = list(text[:max_seq]) + [vocab.pad] * (max_seq - len(text[:max_seq]))
@@ -32,7 +45,7 @@ def one_hot(vocab: Vocab, text: str, max_seq: int) -> np.ndarray:  # -> [T, V]
 
 
 def decode(vocab: Vocab, ids: np.ndarray) -> str:
-    return "".join(vocab.tokens[i] for i in ids)
+    return vocab.sep.join(vocab.tokens[i] for i in ids)
 
 
 def gelu(x):  # tanh form, as GPT-2
@@ -78,8 +91,9 @@ def binary_code(codes: tuple[int, ...], bits: int, d: int) -> np.ndarray:  # -> 
     return pe
 
 
-def forward(spec: Spec, params: Params, text: str) -> Trace:
-    """Run the model on `text`; return every intermediate by block name.
+def forward(spec: Spec, params: Params, text: str | Sequence) -> Trace:
+    """Run the model on `text` (typed token ids if the spec reads ids); return every
+    intermediate by block name.
 
     A spec with [generate] runs the greedy decode of `generate` and returns the trace of
     the sequence it produced, which is what the sheet computes in one pass."""
@@ -90,9 +104,12 @@ def forward(spec: Spec, params: Params, text: str) -> Trace:
     return out
 
 
-def source(spec: Spec, text: str, out: Trace) -> np.ndarray:  # -> ids [T]
-    """The input cell read as tokens: `input.ids` and `input.onehot`."""
+def source(spec: Spec, text: str | Sequence, out: Trace) -> np.ndarray:  # -> ids [T]
+    """The input read as tokens: `input.ids` (and `input.onehot` for a text)."""
     T = spec.model.max_seq
+    if spec.reads_ids:
+        ids = out["input.ids"] = read_ids(spec.vocab, text, T)
+        return ids
     out["input.onehot"] = one_hot(spec.vocab, text, T)
     ids = out["input.ids"] = encode(spec.vocab, text, T)
     return ids

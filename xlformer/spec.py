@@ -42,10 +42,15 @@ WEIGHT_SOURCES = ("task", "random", "npz")
 TRAIN_TASKS = ("copy", "reverse", "sort", "lm")  # see train.py
 
 
+INPUTS = ("text", "ids")
+
+
 @dataclass(frozen=True)
 class Vocab:
     tokens: tuple[str, ...]  # token id i is tokens[i]
     pad: str  # fills positions past the end of a shorter input
+    input: str = "text"  # text: one character per token; ids: the user types token ids
+    sep: str = ""  # between tokens in a decoded text: " " when tokens are bare ids (size)
 
     @property
     def pad_id(self) -> int:
@@ -135,7 +140,7 @@ class Generate:
 class Spec:
     name: str
     description: str
-    text: str  # the input a fresh workbook shows
+    text: str  # the input a fresh workbook shows (vocab.input = "text")
     vocab: Vocab
     model: Model
     head: Head = field(default_factory=Head)
@@ -144,6 +149,17 @@ class Spec:
     train: Train | None = None  # [train]: how the weights were trained, if they were
     generate: Generate | None = None  # None: one forward pass over the input
     target_vocab: Vocab | None = None  # encoder-decoder: the decoder's tokens (default: vocab)
+    ids: tuple[int, ...] = ()  # the input a fresh workbook shows (vocab.input = "ids")
+
+    @property
+    def reads_ids(self) -> bool:
+        """The input is a column of typed token ids rather than a text."""
+        return self.vocab.input == "ids"
+
+    @property
+    def input(self) -> str | tuple[int, ...]:
+        """The default input: the text, or the token ids."""
+        return self.ids if self.reads_ids else self.text
 
     @property
     def out_vocab(self) -> Vocab:
@@ -153,9 +169,10 @@ class Spec:
 
 # --- reading ---------------------------------------------------------------
 
-_TOP_KEYS = {"name": str, "description": str, "text": str}
+_TOP_KEYS = {"name": str, "description": str, "text": str, "ids": list}
 _SECTIONS = ("vocab", "model", "head", "weights", "generate", "target_vocab", "train")
-_VOCAB_KEYS = {"set": str, "tokens": list, "pad": str}
+_VOCAB_KEYS = {"set": str, "tokens": list, "pad": str, "input": str, "size": int}
+_TARGET_VOCAB_KEYS = {"set": str, "tokens": list, "pad": str}
 _MODEL_KEYS = {
     "max_seq": int, "d_model": int, "n_head": int, "head_size": int, "n_layer": int,
     "mlp": bool, "d_ff": int, "activation": str, "norm": str, "ln_eps": float,
@@ -205,7 +222,7 @@ def parse_spec(source: str, base: Path = Path("."), origin: str = "spec") -> Spe
     head = Head(**_section(doc, "head", _HEAD_KEYS))
     weights = _weights(_section(doc, "weights", _WEIGHT_KEYS), base)
     train = _train(_section(doc, "train", _TRAIN_KEYS), base) if "train" in doc else None
-    target = (_vocab(_section(doc, "target_vocab", _VOCAB_KEYS))
+    target = (_vocab(_section(doc, "target_vocab", _TARGET_VOCAB_KEYS))
               if "target_vocab" in doc else None)
     generate = (_generate(_section(doc, "generate", _GENERATE_KEYS), model,
                           target or vocab) if "generate" in doc else None)
@@ -214,6 +231,7 @@ def parse_spec(source: str, base: Path = Path("."), origin: str = "spec") -> Spe
                         "section with its start token")
     if target is not None and not model.encoder_decoder:
         raise SpecError("[target_vocab] is only for encoder-decoders (model.n_enc_layer > 0)")
+    ids = _input_ids(doc, vocab, model, generate)
     spec = Spec(
         name=doc["name"],
         description=doc.get("description", ""),
@@ -226,9 +244,32 @@ def parse_spec(source: str, base: Path = Path("."), origin: str = "spec") -> Spe
         train=train,
         generate=generate,
         target_vocab=target,
+        ids=ids,
     )
-    check_text(spec, spec.text)
+    if spec.reads_ids:
+        check_ids(spec, spec.ids)
+    else:
+        check_text(spec, spec.text)
     return spec
+
+
+def _input_ids(doc: dict, vocab: Vocab, model: Model, generate) -> tuple[int, ...]:
+    """The spec's default token ids; only a spec whose vocab.input is "ids" has them."""
+    if vocab.input == "text":
+        if "ids" in doc:
+            raise SpecError("'ids' is for vocab.input = \"ids\"; this spec reads 'text'")
+        return ()
+    if "text" in doc:
+        raise SpecError("a spec with vocab.input = \"ids\" takes 'ids' (a list of token "
+                        "ids), not 'text'")
+    if generate is not None or model.encoder_decoder:
+        raise SpecError("vocab.input = \"ids\" does not work with [generate] or "
+                        "encoder-decoders yet")
+    ids = doc.get("ids", [])
+    bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool)]
+    if bad:
+        raise SpecError(f"'ids' must be whole numbers (token ids), not {bad[0]!r}")
+    return tuple(ids)
 
 
 def _section(doc: dict, name: str, keys: dict[str, type]) -> dict:
@@ -252,9 +293,21 @@ def _check_keys(table: dict, keys: dict[str, type], prefix: str) -> None:
 
 
 def _vocab(table: dict) -> Vocab:
-    if ("set" in table) == ("tokens" in table):
-        raise SpecError("vocab needs exactly one of 'vocab.set' or 'vocab.tokens'")
-    if "set" in table:
+    given = [k for k in ("set", "tokens", "size") if k in table]
+    if len(given) != 1:
+        raise SpecError("vocab needs exactly one of 'vocab.set', 'vocab.tokens' or "
+                        "'vocab.size'")
+    kind = table.get("input", "text")
+    if kind not in INPUTS:
+        raise SpecError(f"vocab.input must be one of {', '.join(INPUTS)}, not {kind!r}")
+    sep = ""
+    if "size" in table:  # no vocabulary file: each token is its id as text
+        if kind != "ids":
+            raise SpecError("vocab.size (tokens named by their ids) needs vocab.input = \"ids\"")
+        if table["size"] < 1:
+            raise SpecError(f"vocab.size must be positive, not {table['size']}")
+        tokens, sep = tuple(str(i) for i in range(table["size"])), " "
+    elif "set" in table:
         if table["set"] not in VOCAB_SETS:
             raise SpecError(f"vocab.set must be one of {', '.join(VOCAB_SETS)}")
         tokens = VOCAB_SETS[table["set"]]
@@ -263,8 +316,13 @@ def _vocab(table: dict) -> Vocab:
         if not tokens:
             raise SpecError("vocab.tokens is empty; give at least one token")
         bad = [t for t in tokens if not isinstance(t, str) or len(t) != 1]
-        if bad:
-            raise SpecError(f"vocab.tokens must be single characters, not {bad[0]!r}")
+        if kind == "ids":  # a typed id picks the token: it may be any string but ""
+            bad = [t for t in tokens if not isinstance(t, str) or not t]
+            if bad:
+                raise SpecError(f"vocab.tokens must be non-empty strings, not {bad[0]!r}")
+        elif bad:
+            raise SpecError(f"vocab.tokens must be single characters, not {bad[0]!r} "
+                            "(multi-character tokens need vocab.input = \"ids\")")
         control = [t for t in tokens if not t.isprintable()]
         if control:  # a spreadsheet cell cannot hold most of them
             raise SpecError(f"vocab.tokens has control characters: {control}")
@@ -274,7 +332,7 @@ def _vocab(table: dict) -> Vocab:
     pad = table.get("pad", tokens[0] if tokens else "")
     if pad not in tokens:
         raise SpecError(f"vocab.pad {pad!r} is not one of the vocabulary's tokens")
-    return Vocab(tokens, pad)
+    return Vocab(tokens, pad, kind, sep)
 
 
 def _model(table: dict) -> Model:
@@ -403,3 +461,14 @@ def check_text(spec: Spec, text: str) -> None:
     if unknown:
         raise SpecError(f"input text has characters outside the vocabulary: "
                         f"{', '.join(unknown)}")
+
+
+def check_ids(spec: Spec, ids) -> None:
+    """Reject token ids the model cannot read: too many, or not ids of the vocabulary."""
+    if len(ids) > spec.model.max_seq:
+        raise SpecError(f"input has {len(ids)} token ids, more than "
+                        f"max_seq ({spec.model.max_seq})")
+    V = len(spec.vocab)
+    bad = [f"{i!r} at {p}" for p, i in enumerate(ids) if not 0 <= i < V]
+    if bad:
+        raise SpecError(f"input has token ids outside 0..{V - 1}: {', '.join(bad)}")

@@ -177,6 +177,9 @@ def train(spec: Spec, task: str, steps: int, seed: int, text: str | None = None,
     to 15 significant digits as the workbook holds them."""
     if spec.model.encoder_decoder:
         raise TrainError("training covers models without an encoder (model.n_enc_layer = 0)")
+    if spec.reads_ids:
+        raise TrainError("training's tasks are texts: it covers models that read text "
+                         "(vocab.input = \"text\")")
     rng = np.random.default_rng(seed)
     if task == "lm":
         if text is None:
