@@ -188,9 +188,10 @@ class _Builder:
             [area] = self.band(flow, [Slot(name, cols, tuple(map(str, range(cols))))],
                                rows, positions=False)
             grid = value.reshape(rows, cols)
-            for i in range(rows):
-                row_label = self.token_rows(name)[i] if name.endswith("wte") else str(i)
-                self.book.sheet(WEIGHTS).put(area.row + i, 1, Cell(LABEL, row_label, "header"))
+            labels = self.token_rows(name) if name.endswith("wte") else range(rows)
+            for i, row_label in enumerate(labels):
+                self.book.sheet(WEIGHTS).put(area.row + i, 1, Cell(LABEL, str(row_label),
+                                                                    "header"))
                 for j in range(cols):
                     self.book.put(area, i, j, Cell(NUMBER, float(grid[i, j]), "weight"))
             self.book.name(name, area)
