@@ -25,6 +25,20 @@ def test_gpt2_names_and_in_out_shapes(gpt):
     assert "lm_head.weight" not in shapes  # tied to wte
 
 
+def test_the_position_table_may_be_longer_than_the_sequence():
+    """GPT-2 knows 1,024 positions; a workbook of 8 reads wpe's first 8 rows."""
+    spec = load_spec(catalog.resolve("tiny-gpt"))
+    longer = parse_spec(spec.source.replace("max_seq = 8", "max_seq = 8\nn_positions = 20"))
+    assert expected_shapes(longer)["wpe"] == (20, 8)
+    params = make_weights(longer)
+    assert params["wpe"].shape == (20, 8)
+    trace = reference.forward(longer, params, "abc")
+    np.testing.assert_array_equal(trace["pos_emb"], params["wpe"][:8])
+    short = dict(params, wpe=params["wpe"][:8])  # the rows past max_seq change nothing
+    np.testing.assert_array_equal(reference.forward(spec, short, "abc")["logits"],
+                                  trace["logits"])
+
+
 def test_random_weights_are_seeded(gpt):
     a, b = make_weights(gpt), make_weights(gpt)
     assert all(np.array_equal(a[k], b[k]) for k in a)

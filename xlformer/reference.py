@@ -253,8 +253,8 @@ def teacher_loss(out: Trace, labels, scored) -> None:
 
 def positional(spec: Spec, params: Params, p: str = "") -> np.ndarray | None:
     m = spec.model
-    if m.positions == "learned":
-        return params[f"{p}wpe"]
+    if m.positions == "learned":  # the first max_seq of wpe's n_positions rows
+        return params[f"{p}wpe"][:m.max_seq]
     if m.positions == "sinusoidal":
         return sinusoidal(m.max_seq, m.d_model)
     if m.positions == "binary":

@@ -52,7 +52,7 @@ def _stack(spec: Spec, p: str, V: int, n_layer: int, cross: bool) -> dict[str, t
     norm = m.norm != "none"
     shapes: dict[str, tuple[int, ...]] = {f"{p}wte": (V, m.d_model)}
     if m.positions == "learned":
-        shapes[f"{p}wpe"] = (m.max_seq, m.d_model)
+        shapes[f"{p}wpe"] = (m.positions_table, m.d_model)
     for i in range(n_layer):
         b = f"{p}h.{i}."
         if norm:
