@@ -9,6 +9,7 @@ a row.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import a1, limits
@@ -54,6 +55,31 @@ class Area:
 
     def _qualify(self, ref: str, here: str) -> str:
         return ref if here == self.sheet else a1.sheet_prefix(self.sheet) + ref
+
+
+@dataclass(frozen=True)
+class SheetLimits:
+    """The sheet size the layout plans for: Excel's, or smaller in tests, so that a small
+    model takes the layouts a large one needs."""
+
+    rows: int = a1.MAX_ROWS
+    cols: int = a1.MAX_COLS
+
+
+EXCEL = SheetLimits()
+
+
+def band_end(widths: Sequence[int]) -> int:
+    """The last column that a band of blocks of these widths reaches."""
+    return FIRST_COL - 1 + sum(widths) + GAP * (len(widths) - 1)
+
+
+def vocab_down(vocab_size: int, sheet: SheetLimits) -> bool:
+    """Whether blocks as wide as the vocabulary run down the rows instead (one row per
+    token, one column per position): when the widest band holding one (the input's
+    characters, ids, note and one-hot) would cross the sheet's last column. A
+    vocabulary of 50,257 tokens does not fit across Excel's 16,384 columns."""
+    return band_end((1, 1, 1, vocab_size)) > sheet.cols
 
 
 @dataclass(frozen=True)
