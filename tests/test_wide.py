@@ -1,18 +1,24 @@
-"""Vocabularies too wide for the sheet run down the rows.
+"""Vocabularies too wide for the sheet run down the rows; models too big for one sheet
+spread over several.
 
 GPT-2's 50,257 tokens do not fit across Excel's 16,384 columns. The layout planner then
 stores every vocabulary-wide block transposed (a row per token, a column per position)
 and records which, so that verify reads them back the right way round. The planner's
 column limit is injected: a 95-token vocabulary on a sheet of 64 columns takes the same
-layout, small enough to recompute in both engines.
+layout, small enough to recompute in both engines. Likewise a sheet of 60 rows and 30
+columns makes a small model's weights continue on Weights2, Weights3, ... and its bands
+wrap, as GPT-2-sized ones would on Excel's sheets.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers import lazy_recalc
+from openpyxl import load_workbook
 
 from xlformer import builder, catalog, planner, recalc, writer
 from xlformer.a1 import MAX_COLS, MAX_ROWS
@@ -23,7 +29,7 @@ from xlformer.limits import LimitError
 from xlformer.reader import open_values, read_built
 from xlformer.spec import load_spec, parse_spec
 from xlformer.verify import compare
-from xlformer.weights import make_weights
+from xlformer.weights import expected_shapes, make_weights
 
 NARROW = SheetLimits(cols=64)  # fewer columns than the 95 printable characters
 
@@ -66,6 +72,23 @@ CASES = {
     "ids": IDS_SPEC.format(tag="ids", ids="70, 3, 99, 12", size=100, max_seq=6, n_positions=6,
                            d_model=8, tied="false", bias="true"),
 }
+SPLIT_SPEC = """name = "split"
+text = "hello world"
+[vocab]
+set = "lowercase"
+[model]
+max_seq = 12
+d_model = 8
+n_head = 2
+n_layer = 2
+d_ff = 16
+[head]
+tied = false
+bias = true
+"""
+SMALL = SheetLimits(rows=60, cols=30)
+LIMITS = {"split": SMALL}  # the others: NARROW
+CASES["split"] = SPLIT_SPEC
 VOCAB_WIDE = {"input.onehot", "logits", "probs.max", "probs.exp", "probs.sum", "probs"}
 
 
@@ -109,7 +132,8 @@ def built(tmp_path_factory):
     for case, source in CASES.items():
         spec = parse_spec(source)
         paths[case] = folder / f"{case}.xlsx"
-        writer.save(builder.build(spec, make_weights(spec), spec.input, NARROW), paths[case])
+        book = builder.build(spec, make_weights(spec), spec.input, LIMITS.get(case, NARROW))
+        writer.save(book, paths[case])
     return paths
 
 
@@ -118,7 +142,7 @@ def recomputed(built, tmp_path_factory):
     return lazy_recalc(built, tmp_path_factory)
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", ["tied", "untied", "ids"])
 def test_the_narrow_sheet_stores_the_vocabulary_blocks_transposed(case, built):
     b = read_built(built[case])
     spec, V, T = b.spec, len(b.spec.vocab), b.spec.model.max_seq
@@ -163,3 +187,22 @@ def test_a_generating_spec_with_a_huge_vocabulary_is_one_error_line(tmp_path):
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and result.output.startswith("Error: a vocabulary")
     assert not (tmp_path / "h.xlsx").exists()
+
+
+def test_weights_continue_on_more_sheets_and_bands_wrap(built):
+    b = read_built(built["split"])
+    weights = {n: b.names[n] for n in expected_shapes(b.spec)}
+    sheets = {a.sheet for a in weights.values()}
+    assert {"Weights", "Weights2", "Weights3"} <= sheets
+    assert all(s == "Weights" or re.fullmatch(r"Weights[2-9]", s) for s in sheets)
+    assert max(a.row + a.nrows - 1 for a in weights.values()) <= SMALL.rows
+    wb = load_workbook(built["split"])
+    assert wb.sheetnames.index("Weights2") == wb.sheetnames.index("Weights") + 1
+    assert "h.0.mlp.act" in b.names and "h.1.mlp.act" in b.names
+    for layer in (0, 1):  # c_fc and act (16 columns each) do not fit side by side in 30
+        fc, act = b.names[f"h.{layer}.mlp.c_fc"], b.names[f"h.{layer}.mlp.act"]
+        assert act.row >= fc.row + fc.nrows and act.col == fc.col
+        ws = wb[act.sheet]  # the wrapped band has its own title and position labels
+        assert ws.cell(act.row - 2, act.col).value and ws.cell(act.row, 1).value == "pos 0"
+    for area in b.names.values():
+        assert area.col + area.ncols - 1 <= SMALL.cols or area.ncols > SMALL.cols - 2, area

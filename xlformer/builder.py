@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+import numpy as np
+
 from . import explain, reference
 from . import formulas as f
 from .book import FORMULA, LABEL, NUMBER, TEXT, Book, Cell, Chart, Header
@@ -23,6 +25,7 @@ from .spec import Spec
 from .weights import Params, stack_prefix
 
 INPUT, OUTPUT, WEIGHTS, SPEC = "Input", "Output", "Weights", "Spec"
+WEIGHTS_TOP, CONTINUED_TOP = 6, 3  # first band row on Weights (below constants), Weights2...
 PAIRWISE = "Pairwise"
 ECHO_ROW = 3  # Input sheet row that shows the output text beside the input
 JOIN_PART = 256  # characters joined per formula in a long output text
@@ -46,6 +49,11 @@ VOCAB_BLOCKS = ("input.onehot", "lm_head.weight", "lm_head.bias", "logits", "pro
 TRANSPOSED = "layout.transposed"  # the defined name of the list of transposed blocks
 
 
+def flow_top(sheet: str) -> int:
+    """The first band row of a Weights sheet."""
+    return WEIGHTS_TOP if sheet == WEIGHTS else CONTINUED_TOP
+
+
 def transposed_blocks(spec: Spec, sheet: SheetLimits = EXCEL) -> tuple[str, ...]:
     """The blocks stored transposed on sheets of `sheet`'s size; () when the vocabulary
     fits across. Generation and encoder-decoders do not support that layout yet."""
@@ -66,7 +74,9 @@ class _Builder:
         self.spec, self.m, self.params = spec, spec.model, params
         self.book = Book()
         self.T = spec.model.max_seq
+        self.limits = sheet
         self.transposed = transposed_blocks(spec, sheet)
+        self.weight_sheet = self.weight_sheets()  # Weights, Weights2, ... of each array
         self.down = bool(self.transposed)  # the vocabulary runs down the rows
         self.w: dict[str, Area] = {}  # weight blocks by parameter name
         self.const: dict[str, Area] = {}  # spec constants and derived scalars
@@ -78,7 +88,7 @@ class _Builder:
         self.memory: Area | None = None  # encoder-decoder: the encoder's output
         self.generation: Generation | None = None  # when the spec generates: fed back
         self.flow: Flow | None = None  # the sheet flow of the layer built last
-        self.pairs = Flow(PAIRWISE, top=3)  # every self-attention head's pairwise view
+        self.pairs = Flow(PAIRWISE, top=3, cols=sheet.cols)  # every head's pairwise view
 
     def build(self, text: str) -> Book:
         m = self.m
@@ -94,6 +104,8 @@ class _Builder:
                if m.n_layer + m.n_enc_layer else {}),
             OUTPUT: "the final vectors, logits, probabilities, the output text and a chart",
             WEIGHTS: "every weight (the only typed-in numbers) and constants",
+            **{sheet: "the weights, continued"
+               for sheet in dict.fromkeys(self.weight_sheet.values()) if sheet != WEIGHTS},
             SPEC: "the model spec the workbook was built from",
         }
         self.book.sheet(GUIDE)  # first in the workbook; written last, from what is built
@@ -133,9 +145,10 @@ class _Builder:
         Explained blocks (by default those whose rows are positions) get their header
         from explain.py; the others (weights) are titled by their name.
         """
-        title_row, areas = flow.band(slots, nrows)
+        _, areas = flow.band(slots, nrows)
         sheet = self.book.sheet(flow.sheet)
         for slot, area in zip(slots, areas, strict=True):
+            title_row = area.row - 2  # a wrapped band's blocks have a title row of their own
             if positions if explained is None else explained:
                 self.explain(slot.name, Area(flow.sheet, title_row, area.col, 1, 1), area)
             else:
@@ -145,12 +158,12 @@ class _Builder:
                 cell = label if isinstance(label, Cell) else Cell(LABEL, label, "collabel")
                 sheet.put(title_row + 1, area.col + j, cell)
         chars = chars or self.chars
-        if positions:
+        for top in sorted({a.row for a in areas}) if positions else ():
             for i in range(nrows):
-                sheet.put(areas[0].row + i, 1, Cell(LABEL, f"pos {i}", "header"))
+                sheet.put(top + i, 1, Cell(LABEL, f"pos {i}", "header"))
                 if chars is not None and chars.sheet != flow.sheet:
                     body = f.copy(chars.ref(i, 0, flow.sheet))
-                    sheet.put(areas[0].row + i, 2, Cell(FORMULA, f.prepare(body), "label"))
+                    sheet.put(top + i, 2, Cell(FORMULA, f.prepare(body), "label"))
         return areas
 
     def explain(self, name: str, title: Area, area: Area) -> None:
@@ -220,25 +233,48 @@ class _Builder:
             "ln_eps", WEIGHTS, 4, Cell(NUMBER, m.ln_eps, "weight"), "LayerNorm eps")
         if self.transposed:
             self.transposed_list(5)
-        flow = Flow(WEIGHTS, top=6)
+        flows = {}
         for name, value in self.params.items():
-            if name in self.transposed:  # one row per token: (V, d) and (V, 1)
-                value = value.reshape(-1, 1) if value.ndim == 1 else value.T
-            rows, cols = (1, value.shape[0]) if value.ndim == 1 else value.shape
-            [area] = self.band(flow, [Slot(name, cols, tuple(map(str, range(cols))))],
+            sheet = self.weight_sheet[name]
+            if sheet not in flows:
+                flows[sheet] = Flow(sheet, top=flow_top(sheet), cols=self.limits.cols)
+                if sheet != WEIGHTS:
+                    self.label(sheet, 1, 1, "Weights, continued", "title")
+            grid = self.stored(name, value)  # transposed: one row per token
+            rows, cols = grid.shape
+            [area] = self.band(flows[sheet], [Slot(name, cols, tuple(map(str, range(cols))))],
                                rows, positions=False)
-            grid = value.reshape(rows, cols)
             token_rows = name.endswith("wte") or name in self.transposed
             labels = self.token_rows(name) if token_rows else range(rows)
             for i, row_label in enumerate(labels):
-                self.book.sheet(WEIGHTS).put(area.row + i, 1, Cell(LABEL, str(row_label),
-                                                                    "header"))
+                self.book.sheet(area.sheet).put(area.row + i, 1, Cell(LABEL, str(row_label),
+                                                                       "header"))
                 for j in range(cols):
                     self.book.put(area, i, j, Cell(NUMBER, float(grid[i, j]), "weight"))
             self.book.name(name, area)
             self.w[name] = area
             if value.ndim == 2 and name.startswith("h."):  # a layer's matrix: its pattern
-                self.book.sheet(WEIGHTS).heatmaps.append((area, "diverging"))
+                self.book.sheet(area.sheet).heatmaps.append((area, "diverging"))
+
+    def stored(self, name: str, value: np.ndarray) -> np.ndarray:
+        """A weight array as the sheet holds it: a vector is a row, or a column when it
+        is transposed; a transposed matrix is (V, d_model)."""
+        if name in self.transposed:
+            return value.reshape(-1, 1) if value.ndim == 1 else value.T
+        return value.reshape(1, -1) if value.ndim == 1 else value
+
+    def weight_sheets(self) -> dict[str, str]:
+        """The sheet of each weight array: Weights, and from the array that would cross
+        the sheet's last row on, Weights2, then Weights3, ... (planned, nothing written)."""
+        where, flow = {}, Flow(WEIGHTS, top=WEIGHTS_TOP, cols=self.limits.cols)
+        for name, value in self.params.items():
+            rows, cols = self.stored(name, value).shape
+            if not flow.fits(rows, self.limits.rows) and flow.next_row > flow_top(flow.sheet):
+                flow = Flow(f"{WEIGHTS}{len(set(where.values())) + 1}", top=CONTINUED_TOP,
+                            cols=self.limits.cols)
+            flow.band([Slot(name, cols)], rows)
+            where[name] = flow.sheet
+        return where
 
     def token_rows(self, wte: str) -> tuple[str, ...]:
         """The tokens an embedding table's (or a transposed head's) rows stand for."""
@@ -285,7 +321,7 @@ class _Builder:
         self.scalar("input.length_note", S, 4, Cell(FORMULA, f.prepare(note)), "note")
         pad = self.scalar("pad", S, 5, Cell(TEXT, spec.vocab.pad), "padding token")
         pad_id = self.scalar("pad_id", S, 6, Cell(NUMBER, spec.vocab.pad_id), "padding id")
-        flow = Flow(S, top=8)
+        flow = Flow(S, top=8, cols=self.limits.cols)
         V = len(spec.vocab)
         slots = [Slot("input.chars", 1, ("char",)), Slot("input.ids", 1, ("id",)),
                  Slot("input.note", 1, ("note",))]
@@ -339,7 +375,7 @@ class _Builder:
         self.label(S, ECHO_ROW, 2, "output text")
         self.scalar("pad", S, 5, Cell(TEXT, spec.vocab.pad), "padding token")
         pad_id = self.scalar("pad_id", S, 6, Cell(NUMBER, spec.vocab.pad_id), "padding id")
-        flow = Flow(S, top=8)
+        flow = Flow(S, top=8, cols=self.limits.cols)
         if self.down:  # a column of tokens, one row per id
             [vocab] = self.band(flow, [Slot("vocab", 1, ("token",))], V,
                                 positions=False, explained=True)
@@ -400,7 +436,7 @@ class _Builder:
     def layer(self, i: int, x: Area, stack: str | None = None) -> Area:
         """Block i of a stack ('' decoder-only, 'enc.' or 'dec.'), on its own sheet."""
         stack = self.dec if stack is None else stack
-        flow, p = Flow(layer_sheet(i, stack)), f"{stack}h.{i}"
+        flow, p = Flow(layer_sheet(i, stack), cols=self.limits.cols), f"{stack}h.{i}"
         self.flow = flow  # the last layer's sheet, where an encoder's final norm goes
         self.label(flow.sheet, flow.skip(2), 1, f"Layer {i} ({p})", "title")
         x = self.sublayer(flow, x, p, "ln_1", "resid_attn", self.attention)
@@ -585,7 +621,7 @@ class _Builder:
         """ln_f -> logits -> softmax -> argmax -> characters -> output text."""
         spec, S, T, V = self.spec, OUTPUT, self.T, len(self.spec.out_vocab)
         self.label(S, 1, 1, "Output", "title")
-        flow = Flow(S, top=4)
+        flow = Flow(S, top=4, cols=self.limits.cols)
         if self.m.norm == "pre":
             x = self.layer_norm(flow, f"{self.dec}ln_f", x)
         if self.down:
