@@ -91,9 +91,10 @@ def test_sheets_freeze_their_labels_and_print_landscape_with_them(saved):
     _, book, wb = saved
     for ws in wb.worksheets:
         sheet = book.sheets[ws.title]
-        last_row = max([r for r, _ in sheet.cells] + [
+        cells = [position for position, _ in sheet.items()]
+        last_row = max([r for r, _ in cells] + [
             openpyxl.utils.cell.coordinate_to_tuple(c.anchor)[0] + 16 for c in sheet.charts])
-        last_col = openpyxl.utils.get_column_letter(max(c for _, c in sheet.cells))
+        last_col = openpyxl.utils.get_column_letter(max(c for _, c in cells))
         assert ws.print_area == f"'{ws.title}'!$A$1:${last_col}${last_row}"
         assert ws.page_setup.orientation == "landscape"
         if ws.title not in (GUIDE, "Spec"):

@@ -437,5 +437,5 @@ def test_a_long_generation_stays_within_the_formula_limit():
                                                                           "steps = 100"))
     book = builder.build(spec, make_weights(spec), "ab")
     area = book.names["output_text"]
-    formula = book.sheets[area.sheet].cells[(area.row, area.col)].value
+    formula = book.sheets[area.sheet].get(area.row, area.col).value
     assert "IF(" not in formula and len(formula) < 8192 and "output.shown" in book.names

@@ -4,8 +4,8 @@ stops with an error naming the block and the limit, and nothing is written."""
 import pytest
 from click.testing import CliRunner
 
+from xlformer import builder
 from xlformer import formulas as f
-from xlformer import planner
 from xlformer.builder import transposed_blocks
 from xlformer.cli import main
 from xlformer.limits import LimitError, check_formula
@@ -70,7 +70,7 @@ def test_a_vocabulary_wider_than_16384_columns_runs_down_the_rows():
     tokens = [chr(0x4E00 + i) for i in range(16_400)]  # 16,400 printable CJK characters
     spec = parse_spec(SPEC.format(tokens="[\n" + ",\n".join(f'"{t}"' for t in tokens) + "]",
                                   max_seq=2))
-    book = planner.plan(spec, make_weights(spec), spec.text)  # places blocks, checks limits
+    book = builder.build(spec, make_weights(spec), spec.text)  # places blocks, checks limits
     onehot = book.names["input.onehot"]
     assert (onehot.nrows, onehot.ncols) == (16_400, 2)
     assert "input.onehot" in transposed_blocks(spec)

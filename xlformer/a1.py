@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 MAX_ROWS = 1_048_576
 MAX_COLS = 16_384
 
 
-def col_letters(col: int) -> str:
-    """1 -> A, 26 -> Z, 27 -> AA, 16384 -> XFD."""
-    if not 1 <= col <= MAX_COLS:
-        raise ValueError(f"column {col} is outside 1..{MAX_COLS}")
+def _letters(col: int) -> str:
     letters = ""
     while col:
         col, rem = divmod(col - 1, 26)
@@ -17,12 +16,24 @@ def col_letters(col: int) -> str:
     return letters
 
 
+# Every column's letters, made once: formulas name millions of cells in a big model.
+_COLS = [""] + [_letters(c) for c in range(1, MAX_COLS + 1)]
+
+
+def col_letters(col: int) -> str:
+    """1 -> A, 26 -> Z, 27 -> AA, 16384 -> XFD."""
+    if not 1 <= col <= MAX_COLS:
+        raise ValueError(f"column {col} is outside 1..{MAX_COLS}")
+    return _COLS[col]
+
+
 def cell(row: int, col: int, absolute: bool = False) -> str:
     """(1, 1) -> A1; absolute -> $A$1."""
     if not 1 <= row <= MAX_ROWS:
         raise ValueError(f"row {row} is outside 1..{MAX_ROWS}")
-    d = "$" if absolute else ""
-    return f"{d}{col_letters(col)}{d}{row}"
+    if not 1 <= col <= MAX_COLS:
+        raise ValueError(f"column {col} is outside 1..{MAX_COLS}")
+    return f"${_COLS[col]}${row}" if absolute else f"{_COLS[col]}{row}"
 
 
 def span(row: int, col: int, nrows: int, ncols: int, absolute: bool = False) -> str:
@@ -33,6 +44,7 @@ def span(row: int, col: int, nrows: int, ncols: int, absolute: bool = False) -> 
     return f"{first}:{cell(row + nrows - 1, col + ncols - 1, absolute)}"
 
 
+@functools.cache
 def sheet_prefix(sheet: str) -> str:
     """Sheet qualifier for a reference from another sheet; quoted unless plain."""
     if sheet.replace("_", "a").isalnum() and not sheet[0].isdigit():

@@ -1,4 +1,8 @@
-"""What goes in the cells: a plain in-memory workbook the builder fills and the writer saves.
+"""What goes in the cells: the plan of a workbook, which the builder makes and the writer saves.
+
+Single cells (titles, labels, scalars) are kept as they are. Blocks are kept as a
+`Fill`: an area and a function that makes one row of its values when the writer
+reaches that row, so a model's millions of cells never all exist at once.
 
 Four kinds of cell, kept apart so that no user text can turn into a formula and no
 Python-computed number can pose as a model value:
@@ -10,6 +14,7 @@ Python-computed number can pose as a model value:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from . import limits, names
@@ -25,6 +30,21 @@ class Cell:
     kind: str
     value: str | float | int
     style: str = ""  # a role the writer maps to a look: "title", "input", "weight", ...
+
+
+@dataclass(frozen=True)
+class Fill:
+    """A block of cells of one kind, made a row at a time: `row(i)` gives the values of
+    the block's row i (prepared formulas, numbers or text), left to right."""
+
+    name: str
+    area: Area
+    kind: str
+    row: Callable[[int], Sequence]
+    style: str = ""
+
+    def cell(self, i: int, j: int) -> Cell:
+        return Cell(self.kind, self.row(i)[j], self.style)
 
 
 @dataclass(frozen=True)
@@ -53,7 +73,8 @@ class Chart:
 @dataclass
 class Sheet:
     name: str
-    cells: dict[tuple[int, int], Cell] = field(default_factory=dict)
+    cells: dict[tuple[int, int], Cell] = field(default_factory=dict)  # single cells
+    fills: list[Fill] = field(default_factory=list)  # blocks, made when written
     widths: dict[int, float] = field(default_factory=dict)  # column -> width
     heights: dict[int, float] = field(default_factory=dict)  # row -> height (points)
     freeze: str | None = None  # top-left cell of the scrolling part, e.g. "C1"
@@ -76,6 +97,37 @@ class Sheet:
             limits.check_text(str(cell.value), f"cell {self.name}!{cell_ref(row, col)}")
         self.cells[(row, col)] = cell
 
+    def add(self, fill: Fill) -> None:
+        a = fill.area
+        limits.check_area(fill.name, self.name, a.row + a.nrows - 1, a.col + a.ncols - 1)
+        self.fills.append(fill)
+
+    def get(self, row: int, col: int) -> Cell | None:
+        """The cell at (row, col), made from its block if it is in one."""
+        if (row, col) in self.cells:
+            return self.cells[(row, col)]
+        for fill in self.fills:
+            a = fill.area
+            if a.row <= row < a.row + a.nrows and a.col <= col < a.col + a.ncols:
+                return fill.cell(row - a.row, col - a.col)
+        return None
+
+    def items(self) -> Iterator[tuple[tuple[int, int], Cell]]:
+        """Every cell, single cells first, then each block row by row (for counting and
+        checking; the writer streams rows instead)."""
+        yield from self.cells.items()
+        for fill in self.fills:
+            a = fill.area
+            for i in range(a.nrows):
+                for j, value in enumerate(fill.row(i)):
+                    yield (a.row + i, a.col + j), Cell(fill.kind, value, fill.style)
+
+    def bounds(self) -> tuple[int, int]:
+        """(last row, last column) holding a cell."""
+        rows = [r for r, _ in self.cells] + [f.area.row + f.area.nrows - 1 for f in self.fills]
+        cols = [c for _, c in self.cells] + [f.area.col + f.area.ncols - 1 for f in self.fills]
+        return max(rows, default=1), max(cols, default=1)
+
 
 @dataclass
 class Book:
@@ -84,6 +136,8 @@ class Book:
     blocks: dict[str, Area] = field(default_factory=dict)  # computed blocks by trace name
     # Every block a reader is shown, in computation order: name -> (title cell, header).
     headers: dict[str, tuple[Area, Header]] = field(default_factory=dict)
+    # What was left out to keep a big workbook small, said to the user when it is built.
+    notices: list[str] = field(default_factory=list)
 
     def sheet(self, name: str) -> Sheet:
         if name not in self.sheets:
@@ -93,10 +147,29 @@ class Book:
     def put(self, area: Area, i: int, j: int, cell: Cell) -> None:
         self.sheet(area.sheet).put(*area.at(i, j), cell)
 
+    def fill(self, fill: Fill) -> None:
+        self.sheet(fill.area.sheet).add(fill)
+
+    def formulas(self) -> Iterator[str]:
+        """Every formula in the book (blocks of numbers are not read)."""
+        for sheet in self.sheets.values():
+            yield from (str(c.value) for c in sheet.cells.values() if c.kind == FORMULA)
+            for fill in sheet.fills:
+                if fill.kind == FORMULA:
+                    for i in range(fill.area.nrows):
+                        yield from fill.row(i)
+
     def counts(self) -> tuple[int, int]:
         """(cells written, of which formulas)."""
-        cells = [c for s in self.sheets.values() for c in s.cells.values()]
-        return len(cells), sum(c.kind == FORMULA for c in cells)
+        cells = formulas = 0
+        for sheet in self.sheets.values():
+            cells += len(sheet.cells)
+            formulas += sum(c.kind == FORMULA for c in sheet.cells.values())
+            for fill in sheet.fills:
+                size = fill.area.nrows * fill.area.ncols
+                cells += size
+                formulas += size if fill.kind == FORMULA else 0
+        return cells, formulas
 
     def name(self, name: str, area: Area) -> None:
         if name in self.names:

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import explain, reference
 from . import formulas as f
-from .book import FORMULA, LABEL, NUMBER, TEXT, Book, Cell, Chart, Header
+from .book import FORMULA, LABEL, NUMBER, TEXT, Book, Cell, Chart, Fill, Header
 from .generation import Generation
 from .guide import GUIDE, guide_sheet
 from .layout import EXCEL, Area, Flow, SheetLimits, Slot, vocab_down
@@ -29,6 +29,10 @@ WEIGHTS_TOP, CONTINUED_TOP = 6, 3  # first band row on Weights (below constants)
 PAIRWISE = "Pairwise"
 ECHO_ROW = 3  # Input sheet row that shows the output text beside the input
 JOIN_PART = 256  # characters joined per formula in a long output text
+# Beyond these sizes a view for reading is left out (with a notice): it would cost more
+# to write and to recompute than it helps anyone read.
+PAIRWISE_MAX_CELLS = 250_000  # all heads' pairwise blocks together
+HEATMAP_MAX_CELLS = 100_000  # one block's colour scale
 
 
 def layer_sheet(i: int, stack: str = "") -> str:
@@ -89,6 +93,7 @@ class _Builder:
         self.generation: Generation | None = None  # when the spec generates: fed back
         self.flow: Flow | None = None  # the sheet flow of the layer built last
         self.pairs = Flow(PAIRWISE, top=3, cols=sheet.cols)  # every head's pairwise view
+        self.big_heatmaps = 0  # blocks left without a colour scale: too big
 
     def build(self, text: str) -> Book:
         m = self.m
@@ -101,7 +106,7 @@ class _Builder:
                + ("cross-attention to the encoder, " if self.dec else "") + "then feed-forward"
                for i in range(m.n_layer)},
             **({PAIRWISE: "each head's scores as X · W_Q · W_K^T · X^T: the pairwise view"}
-               if m.n_layer + m.n_enc_layer else {}),
+               if self.with_pairwise() else {}),
             OUTPUT: "the final vectors, logits, probabilities, the output text and a chart",
             WEIGHTS: "every weight (the only typed-in numbers) and constants",
             **{sheet: "the weights, continued"
@@ -124,7 +129,25 @@ class _Builder:
             x = self.layer(i, x)
         self.output_sheet(x)
         guide_sheet(self.book, self.spec, sheets)
+        if self.big_heatmaps:
+            self.book.notices.append(
+                f"{self.big_heatmaps} blocks of more than {HEATMAP_MAX_CELLS:,} cells have "
+                "no colour scale")
         return self.book
+
+    def with_pairwise(self) -> bool:
+        """The Pairwise sheet, unless it would be too big (then a notice says so)."""
+        m = self.m
+        heads = (m.n_layer + m.n_enc_layer) * m.n_head
+        if not heads:
+            return False
+        size = m.d_model + 1  # W_QK with its bias row and column
+        cells = heads * (size * size + self.T * size + self.T * self.T)
+        if cells > PAIRWISE_MAX_CELLS:
+            self.book.notices.append(f"the Pairwise sheet is left out: it would add {cells:,} "
+                                     f"formula cells (more than {PAIRWISE_MAX_CELLS:,})")
+            return False
+        return True
 
     def pairwise_sheet(self) -> None:
         self.label(PAIRWISE, 1, 1, "The pairwise view of attention: scores without Q and K",
@@ -154,17 +177,33 @@ class _Builder:
             else:
                 sheet.put(title_row, area.col, Cell(LABEL, slot.name, "title"))
                 sheet.formats.append((area, "General"))  # weights: as typed, as fits
-            for j, label in enumerate(slot.labels):
-                cell = label if isinstance(label, Cell) else Cell(LABEL, label, "collabel")
-                sheet.put(title_row + 1, area.col + j, cell)
+            if slot.labels:
+                self.column_labels(slot, Area(flow.sheet, title_row + 1, area.col, 1,
+                                              len(slot.labels)))
         chars = chars or self.chars
-        for top in sorted({a.row for a in areas}) if positions else ():
-            for i in range(nrows):
-                sheet.put(top + i, 1, Cell(LABEL, f"pos {i}", "header"))
-                if chars is not None and chars.sheet != flow.sheet:
-                    body = f.copy(chars.ref(i, 0, flow.sheet))
-                    sheet.put(top + i, 2, Cell(FORMULA, f.prepare(body), "label"))
+        # a wrapped band has rows of positions of its own: labelled after its first block
+        firsts = {} if not positions else {
+            area.row: slot.name for slot, area in reversed(list(zip(slots, areas, strict=True)))}
+        for top, first in sorted(firsts.items()):
+            self.book.fill(Fill(f"{first}.positions", Area(flow.sheet, top, 1, nrows, 1),
+                                LABEL, lambda i: [f"pos {i}"], "header"))
+            if chars is not None and chars.sheet != flow.sheet:
+                self.book.fill(Fill(
+                    f"{first}.chars", Area(flow.sheet, top, 2, nrows, 1), FORMULA,
+                    f.block_rows(lambda i, _: f.copy(chars.ref(i, 0, flow.sheet)), 1), "label"))
         return areas
+
+    def column_labels(self, slot: Slot, area: Area) -> None:
+        """A block's column labels: text, or formulas (e.g. a key's live character)."""
+        cells = [label if isinstance(label, Cell) else Cell(LABEL, label, "collabel")
+                 for label in slot.labels]
+        kind, style = cells[0].kind, cells[0].style
+        if any((c.kind, c.style) != (kind, style) for c in cells):
+            for j, cell in enumerate(cells):
+                self.book.put(area, 0, j, cell)
+            return
+        values = [c.value for c in cells]
+        self.book.fill(Fill(f"{slot.name}.labels", area, kind, lambda _: values, style))
 
     def explain(self, name: str, title: Area, area: Area) -> None:
         """The block's header in its title cell, its note as a comment, its look."""
@@ -184,17 +223,38 @@ class _Builder:
         self.book.explain(name, title, header)
         sheet.formats.append((area, header.number_format))
         if header.heatmap:
-            sheet.heatmaps.append((area, header.heatmap))
+            self.heatmap(title.sheet, area, header.heatmap)
+
+    def heatmap(self, sheet: str, area: Area, kind: str) -> None:
+        """A colour scale, unless the block is so big that it would slow every engine
+        that opens the workbook (counted, and said once the build is done)."""
+        if area.nrows * area.ncols > HEATMAP_MAX_CELLS:
+            self.big_heatmaps += 1
+            return
+        self.book.sheet(sheet).heatmaps.append((area, kind))
 
     def fill(self, name: str, area: Area, body: Callable[[int, int], str],
              trace: bool = True) -> Area:
-        """Write a formula into every cell of a block and name the block."""
+        """A formula in every cell of a block, made when written; names the block.
+
+        The corners' formulas (the first and last positions, inside and outside a
+        causal window) are made now, so a formula Excel would refuse stops the build
+        before anything is written."""
+        rows = f.block_rows(body, area.ncols)
         try:
-            for i in range(area.nrows):
-                for j in range(area.ncols):
-                    self.book.put(area, i, j, Cell(FORMULA, f.prepare(body(i, j))))
+            for i, j in {(0, 0), (0, area.ncols - 1), (area.nrows - 1, 0),
+                         (area.nrows - 1, area.ncols - 1)}:
+                f.prepare(body(i, j))
         except LimitError as e:
             raise LimitError(f"block {name}: {e}") from None
+
+        def checked(i: int) -> list[str]:
+            try:
+                return rows(i)
+            except LimitError as e:
+                raise LimitError(f"block {name}: {e}") from None
+
+        self.book.fill(Fill(name, area, FORMULA, checked))
         if trace:
             self.book.block(name, area)
         else:
@@ -246,15 +306,14 @@ class _Builder:
                                rows, positions=False)
             token_rows = name.endswith("wte") or name in self.transposed
             labels = self.token_rows(name) if token_rows else range(rows)
-            for i, row_label in enumerate(labels):
-                self.book.sheet(area.sheet).put(area.row + i, 1, Cell(LABEL, str(row_label),
-                                                                       "header"))
-                for j in range(cols):
-                    self.book.put(area, i, j, Cell(NUMBER, float(grid[i, j]), "weight"))
+            self.book.fill(Fill(f"{name}.rows", Area(area.sheet, area.row, 1, rows, 1), LABEL,
+                                lambda i, labels=labels: [str(labels[i])], "header"))
+            self.book.fill(Fill(name, area, NUMBER, lambda i, grid=grid: grid[i].tolist(),
+                                "weight"))
             self.book.name(name, area)
             self.w[name] = area
             if value.ndim == 2 and name.startswith("h."):  # a layer's matrix: its pattern
-                self.book.sheet(area.sheet).heatmaps.append((area, "diverging"))
+                self.heatmap(area.sheet, area, "diverging")
 
     def stored(self, name: str, value: np.ndarray) -> np.ndarray:
         """A weight array as the sheet holds it: a vector is a row, or a column when it
@@ -290,12 +349,22 @@ class _Builder:
             self.book.put(area, 0, j, Cell(TEXT, name))
         self.book.name(TRANSPOSED, area)
 
-    def token_labels(self, area: Area, tokens: tuple[str, ...]) -> None:
-        """Row labels of a block whose rows are tokens: the id, then the token."""
-        sheet = self.book.sheet(area.sheet)
-        for v, token in enumerate(tokens):
-            sheet.put(area.row + v, 1, Cell(LABEL, str(v), "header"))
-            sheet.put(area.row + v, 2, Cell(TEXT, token, "label"))
+    def token_labels(self, name: str, area: Area, tokens: tuple[str, ...] = ()) -> None:
+        """Row labels of a block whose rows are tokens: the id, then the token (if given)."""
+        self.book.fill(Fill(f"{name}.ids", Area(area.sheet, area.row, 1, area.nrows, 1), LABEL,
+                            lambda v: [str(v)], "header"))
+        if tokens:
+            self.book.fill(Fill(f"{name}.tokens", Area(area.sheet, area.row, 2, area.nrows, 1),
+                                TEXT, lambda v: [tokens[v]], "label"))
+
+    def vocab_cells(self, vocab: Area) -> None:
+        """The vocabulary's tokens, as text: a row, or a column (then labelled with ids)."""
+        tokens = self.spec.vocab.tokens
+        if self.down:
+            self.book.fill(Fill("vocab", vocab, TEXT, lambda v: [tokens[v]]))
+            self.token_labels("vocab", vocab)
+        else:
+            self.book.fill(Fill("vocab", vocab, TEXT, lambda _: list(tokens)))
 
     def down_band(self, flow: Flow, name: str, nrows: int, tokens: tuple[str, ...] = ()) -> Area:
         """A transposed block in a band of its own: a column per position, a row per token
@@ -303,7 +372,7 @@ class _Builder:
         [area] = self.band(flow, [Slot(name, self.T, self.key_labels(flow.sheet))], nrows,
                            positions=False, explained=True)
         if tokens:
-            self.token_labels(area, tokens)
+            self.token_labels(name, area, tokens)
         else:
             self.label(flow.sheet, area.row, 1, "all tokens", "header")
         return area
@@ -330,9 +399,7 @@ class _Builder:
             self.chars = chars  # its column labels show the characters
             vocab, onehot = self.band(flow, [Slot("vocab", 1, ("token",)), Slot(
                 "input.onehot", T, self.key_labels(S))], V, positions=False, explained=True)
-            for v, token in enumerate(spec.vocab.tokens):
-                self.book.put(vocab, v, 0, Cell(TEXT, token))
-                self.label(S, vocab.row + v, 1, str(v), "header")
+            self.vocab_cells(vocab)
             row = onehot.col_ref  # position i's one-hot: a column
 
             def vocab_at(v: int) -> str:
@@ -379,13 +446,10 @@ class _Builder:
         if self.down:  # a column of tokens, one row per id
             [vocab] = self.band(flow, [Slot("vocab", 1, ("token",))], V,
                                 positions=False, explained=True)
-            for v in range(V):
-                self.label(S, vocab.row + v, 1, str(v), "header")
         else:
             [vocab] = self.band(flow, [Slot("vocab", V, tuple(map(str, range(V))))], 1,
                                 positions=False, explained=True)
-        for j, token in enumerate(spec.vocab.tokens):
-            self.book.put(vocab, *((j, 0) if self.down else (0, j)), Cell(TEXT, token))
+        self.vocab_cells(vocab)
         self.book.name("vocab", vocab)
         self.vocab = vocab
         typed, ids, notes, chars = self.band(
@@ -454,9 +518,11 @@ class _Builder:
         """
         m, S, ln, resid = self.m, flow.sheet, f"{p}.{ln}", f"{p}.{resid}"
         h = self.layer_norm(flow, ln, x) if m.norm == "pre" else x
-        y, resid_area = fn(flow, p, h, resid)
+        out, resid_area = fn(flow, p, h, resid)
+        y = out
         if resid_area is not None:
-            y = self.fill(resid, resid_area, lambda i, j: f.add(x.ref(i, j, S), y.ref(i, j, S)))
+            y = self.fill(resid, resid_area,
+                          lambda i, j: f.add(x.ref(i, j, S), out.ref(i, j, S)))
         if m.norm == "post":
             y = self.layer_norm(flow, ln, y)
         return y
@@ -494,8 +560,9 @@ class _Builder:
         q, k, v = (qkv.window(0, part * da, self.T, da) for part in range(3))
         causal = reference.causal(self.spec, p)
         out = self.heads(flow, a, q, k, v, causal, resid)
-        for h in range(m.n_head):
-            self.pairwise(a, h, x, causal)
+        if PAIRWISE in self.book.sheets:
+            for h in range(m.n_head):
+                self.pairwise(a, h, x, causal)
         return out
 
     def cross_attention(self, flow: Flow, p: str, x: Area,

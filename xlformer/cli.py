@@ -14,8 +14,10 @@ import click
 import numpy as np
 
 from . import builder, catalog, checkpoint, recalc, render, train, writer
+from .book import Book
 from .limits import LimitError
 from .names import BadName
+from .progress import BuildProgress
 from .reader import NotAWorkbook
 from .spec import (
     Spec,
@@ -93,14 +95,22 @@ def _input(spec: Spec, text: str | None, ids: str | None) -> str | tuple[int, ..
         raise UserError(str(e)) from None
 
 
-def _build_bytes(spec: Spec, weights_file: Path | None, text: str | None,
-                 ids: str | None = None) -> tuple[bytes, tuple[int, int]]:
+def _plan(spec: Spec, weights_file: Path | None, text: str | None,
+          ids: str | None = None) -> Book:
+    """The whole workbook planned, limits checked; its cells are made when written."""
     text = _input(spec, text, ids)
     try:
-        book = builder.build(spec, _weights(spec, weights_file), text)
+        return builder.build(spec, _weights(spec, weights_file), text)
     except (LimitError, BadName) as e:
         raise UserError(str(e)) from None
-    return writer.to_bytes(book), book.counts()
+
+
+def _build_bytes(spec: Spec, weights_file: Path | None, text: str | None,
+                 ids: str | None = None) -> bytes:
+    try:
+        return writer.to_bytes(_plan(spec, weights_file, text, ids))
+    except LimitError as e:
+        raise UserError(str(e)) from None
 
 
 @click.group()
@@ -124,13 +134,24 @@ def build(spec: str, output: Path | None, text: str | None, ids: str | None,
     model = _load(spec)
     out = _output_path(output or Path(f"{model.name}.xlsx"))
     start = time.perf_counter()
-    data, (cells, formulas) = _build_bytes(model, weights_file, text, ids)
+    book = _plan(model, weights_file, text, ids)
+    cells, formulas = book.counts()
+    progress = BuildProgress(cells, f"writing {out.name}")
     try:
-        writer.atomic_write(out, data)
+        writer.save(book, out, progress)
+    except LimitError as e:
+        raise UserError(str(e)) from None
     except OSError as e:
         raise UserError(f"cannot write {out}: {e.strerror}") from None
+    except KeyboardInterrupt:
+        progress.close()
+        click.echo(f"\ninterrupted: nothing written to {out}", err=True)
+        sys.exit(130)
+    progress.close()
+    for notice in book.notices:
+        click.echo(f"note: {notice}", err=True)
     click.echo(f"wrote {out}: {cells:,} cells, {formulas:,} formulas, "
-               f"{len(data):,} bytes in {time.perf_counter() - start:.2f} s")
+               f"{out.stat().st_size:,} bytes in {time.perf_counter() - start:.2f} s")
 
 
 @main.command("verify")
@@ -156,7 +177,7 @@ def verify_cmd(target: str, engine: str, text: str | None, ids: str | None,
         else:
             model = _load(target)
             path = Path(tmp) / f"{model.name}.xlsx"
-            path.write_bytes(_build_bytes(model, weights_file, text, ids)[0])
+            path.write_bytes(_build_bytes(model, weights_file, text, ids))
         try:
             checks = verify(path, engines)
         except (recalc.EngineMissing, SpecError, NotAWorkbook) as e:
@@ -380,7 +401,7 @@ def build_all(check: bool, folder: Path) -> None:
     """Rebuild the showcase workbooks, or --check them."""
     stale = []
     for name in catalog.names():
-        data, _ = _build_bytes(_load(name), None, None)
+        data = _build_bytes(_load(name), None, None)
         path = folder / f"{name}.xlsx"
         if check:
             if not path.is_file() or _parts(path.read_bytes()) != _parts(data):

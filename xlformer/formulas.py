@@ -10,6 +10,7 @@ is a 1x1 result, and SUMPRODUCT only ever multiplies two ranges of the same shap
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from . import limits
 
@@ -42,6 +43,25 @@ def prepare(body: str) -> str:
         body = re.sub(rf"(?<![A-Za-z0-9_.]){name}\(", f"_xlfn.{name}(", body)
     limits.check_formula("=" + body)
     return "=" + body
+
+
+def block_rows(body: Callable[[int, int], str], ncols: int) -> Callable[[int], list[str]]:
+    """The prepared formulas of a block's row i, made when the writer reaches it.
+
+    Every cell of a block comes from the same formula function, so the allow-list and
+    _xlfn. prefixes that `prepare` checks on sample cells while planning (see
+    `_Builder.fill`) hold for all of them; Excel's limits are checked on every cell.
+    Should a function ever need its prefix, every cell goes through `prepare`."""
+    if any(FUNCTIONS.values()):
+        return lambda i: [prepare(body(i, j)) for j in range(ncols)]
+
+    def row(i: int) -> list[str]:
+        out = ["=" + body(i, j) for j in range(ncols)]
+        for formula in out:
+            limits.check_formula(formula)
+        return out
+
+    return row
 
 
 def string(text: str) -> str:

@@ -39,10 +39,14 @@ class Area:
 
     def rows_ref(self, i: int, here: str, n: int = 1) -> str:
         """Reference to rows i .. i+n-1 of the block, all its columns."""
-        return self.window(i, 0, n, self.ncols).full_ref(here)
+        if i < 0 or n < 1 or i + n > self.nrows:
+            raise ValueError(f"rows {i}..{i + n - 1} leave {self}")
+        return self._qualify(a1.span(self.row + i, self.col, n, self.ncols), here)
 
     def col_ref(self, j: int, here: str) -> str:
-        return self.window(0, j, self.nrows, 1).full_ref(here)
+        if not 0 <= j < self.ncols:
+            raise ValueError(f"column {j} leaves {self}")
+        return self._qualify(a1.span(self.row, self.col + j, self.nrows, 1), here)
 
     def full_ref(self, here: str, absolute: bool = False) -> str:
         return self._qualify(a1.span(self.row, self.col, self.nrows, self.ncols, absolute), here)

@@ -102,10 +102,8 @@ def cells_read(formula: str, names: Mapping[str, Area] | None = None) -> int:
 def count(book: Book) -> Work:
     """Formula cells of the whole book, and the cells they read."""
     total, known = Work(0, 0), _sizes(book.names)
-    for sheet in book.sheets.values():
-        for cell in sheet.cells.values():
-            if cell.kind == FORMULA:
-                total += Work(1, sum(_references(str(cell.value), known)))
+    for formula in book.formulas():
+        total += Work(1, sum(_references(formula, known)))
     return total
 
 
@@ -113,12 +111,12 @@ def by_block(book: Book) -> dict[str, Work]:
     """The same count inside each computed block (a head's q is a window of c_attn,
     so windows and the blocks they lie in both count their cells)."""
     out, known = {}, _sizes(book.names)
+    cells = {name: dict(sheet.items()) for name, sheet in book.sheets.items()}
     for name, area in book.blocks.items():
-        cells = book.sheets[area.sheet].cells
         work = Work(0, 0)
         for i in range(area.nrows):
             for j in range(area.ncols):
-                cell = cells.get(area.at(i, j))
+                cell = cells[area.sheet].get(area.at(i, j))
                 if cell is not None and cell.kind == FORMULA:
                     work += Work(1, sum(_references(str(cell.value), known)))
         out[name] = work
