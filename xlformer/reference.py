@@ -347,6 +347,9 @@ def heads(spec: Spec, params: Params, out: Trace, a: str, q, k, v, masked: bool)
                    linear(cat, params[f"{a}.c_proj.weight"], params.get(f"{a}.c_proj.bias")))
 
 
+PAIRWISE_BLOCKS = (".w_qk", ".x_wqk", ".scores_qk")  # the names pairwise() traces
+
+
 def pairwise(params: Params, x, a: str, h: int, m, out: Trace, masked: bool) -> None:
     """The same scores as a bilinear form of the inputs: q.k = x W_Q W_K^T x^T. With
     biases, x gets a column of ones and W_Q, W_K a row of biases, so the form is exact.
