@@ -140,6 +140,9 @@ def test_imported_spec_is_gpt2s_architecture(tmp_path):
     assert (m.activation, m.norm, m.positions, m.causal, m.ln_eps) == (
         "gelu", "pre", "learned", True, 1e-5)
     assert (m.bias, spec.head.tied, spec.vocab.tokens) == (False, False, tuple(TOKENS))
+    # the whole position table is kept; the workbook reads its first max_seq rows
+    assert m.n_positions == N_CTX
+    assert make_weights(spec)["wpe"].shape == (N_CTX, D)
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,13 @@ stops with an error naming the block and the limit, and nothing is written."""
 import pytest
 from click.testing import CliRunner
 
+from xlformer import builder
 from xlformer import formulas as f
+from xlformer.builder import transposed_blocks
 from xlformer.cli import main
 from xlformer.limits import LimitError, check_formula
+from xlformer.spec import parse_spec
+from xlformer.weights import make_weights
 
 
 def test_a_formula_of_8192_characters_passes_and_one_more_does_not():
@@ -62,12 +66,22 @@ def _build(tmp_path, monkeypatch, spec: str):
     return result.output.strip()
 
 
-def test_a_vocabulary_wider_than_16384_columns_stops_the_build(tmp_path, monkeypatch):
+def test_a_vocabulary_wider_than_16384_columns_runs_down_the_rows():
     tokens = [chr(0x4E00 + i) for i in range(16_400)]  # 16,400 printable CJK characters
-    spec = SPEC.format(tokens="[\n" + ",\n".join(f'"{t}"' for t in tokens) + "]", max_seq=2)
+    spec = parse_spec(SPEC.format(tokens="[\n" + ",\n".join(f'"{t}"' for t in tokens) + "]",
+                                  max_seq=2))
+    book = builder.build(spec, make_weights(spec), spec.text)  # places blocks, checks limits
+    onehot = book.names["input.onehot"]
+    assert (onehot.nrows, onehot.ncols) == (16_400, 2)
+    assert "input.onehot" in transposed_blocks(spec)
+
+
+def test_a_vocabulary_longer_than_a_sheet_stops_the_build(tmp_path, monkeypatch):
+    spec = SPEC.format(tokens="[]", max_seq=1).replace(
+        "tokens = []", 'input = "ids"\nsize = 1_048_577').replace('text = ""', "ids = [0]")
     message = _build(tmp_path, monkeypatch, spec)
-    assert message.startswith("Error: block input.onehot on sheet Input would reach column 16,4")
-    assert message.endswith("; a sheet has at most 16,384 columns")
+    assert message.startswith("Error: block wte on sheet Weights would reach row 1,04")
+    assert message.endswith("; a sheet has at most 1,048,576 rows")
 
 
 def test_more_positions_than_rows_stops_the_build(tmp_path, monkeypatch):

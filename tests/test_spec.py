@@ -26,6 +26,7 @@ def test_every_template_loads(name):
 def test_defaults_follow_gpt2():
     spec = parse_spec(BASE)
     m = spec.model
+    assert m.n_positions == m.max_seq == 4
     assert (m.head_size, m.d_ff, m.norm, m.activation, m.causal) == (2, 16, "pre", "gelu", True)
     assert spec.head.tied and spec.vocab.pad == " "
 
@@ -58,6 +59,11 @@ def test_defaults_follow_gpt2():
     (('set = "lowercase"', 'set = "digits"\npad = "x"'), "vocab.pad 'x' is not one of"),
     (("max_seq = 4", "max_seq = 4\npositions = \"binary\""), "model.binary_codes must give"),
     (("n_head = 2", "n_head = 2\nnorm = \"layer\""), "model.norm must be one of pre, post, none"),
+    (("max_seq = 4", "max_seq = 4\nn_positions = 3"),
+     "model.n_positions (3) must be at least model.max_seq (4)"),
+    (("max_seq = 4", "max_seq = 4\nn_positions = 8\npositions = \"sinusoidal\""),
+     "model.n_positions (rows of the position table wpe) is only for positions = 'learned'"),
+    (("max_seq = 4", "max_seq = 4\nn_positions = 8.5"), "'model.n_positions' must be int"),
     (("[model]", "text = \"ab\"\n[model]"), "unknown key 'vocab.text'"),
     (("name = \"t\"", "name = \"t\"\ntext = \"abcde\""), "more than max_seq (4)"),
     (("name = \"t\"", "name = \"t\"\ntext = \"aB\""), "'B' at 1"),

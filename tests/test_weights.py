@@ -8,7 +8,13 @@ from hypothesis import strategies as st
 
 from xlformer import catalog, reference
 from xlformer.spec import SpecError, load_spec, parse_spec
-from xlformer.weights import WeightsError, expected_shapes, load_npz, make_weights
+from xlformer.weights import (
+    WeightsError,
+    expected_shapes,
+    load_npz,
+    make_weights,
+    to_sheet_precision,
+)
 
 
 @pytest.fixture
@@ -23,6 +29,20 @@ def test_gpt2_names_and_in_out_shapes(gpt):
     assert shapes["h.1.mlp.c_proj.weight"] == (16, 8)
     assert shapes["ln_f.bias"] == (8,)
     assert "lm_head.weight" not in shapes  # tied to wte
+
+
+def test_the_position_table_may_be_longer_than_the_sequence():
+    """GPT-2 knows 1,024 positions; a workbook of 8 reads wpe's first 8 rows."""
+    spec = load_spec(catalog.resolve("tiny-gpt"))
+    longer = parse_spec(spec.source.replace("max_seq = 8", "max_seq = 8\nn_positions = 20"))
+    assert expected_shapes(longer)["wpe"] == (20, 8)
+    params = make_weights(longer)
+    assert params["wpe"].shape == (20, 8)
+    trace = reference.forward(longer, params, "abc")
+    np.testing.assert_array_equal(trace["pos_emb"], params["wpe"][:8])
+    short = dict(params, wpe=params["wpe"][:8])  # the rows past max_seq change nothing
+    np.testing.assert_array_equal(reference.forward(spec, short, "abc")["logits"],
+                                  trace["logits"])
 
 
 def test_random_weights_are_seeded(gpt):
@@ -176,3 +196,45 @@ def test_task_weights_say_what_the_spec_lacks(name, changes, message):
     with pytest.raises(SpecError, match="weights.task") as err:
         make_weights(parse_spec(source))
     assert message in str(err.value)
+
+
+def rounded_one_by_one(value: np.ndarray) -> np.ndarray:
+    """15 significant digits as Python formats them: the definition to_sheet_precision
+    must match bit for bit."""
+    flat = [float(f"{x:.15g}") + 0.0 for x in np.asarray(value, dtype=np.float64).ravel()]
+    return np.array(flat, dtype=np.float64).reshape(np.shape(value))
+
+
+def assert_same_bits(got: np.ndarray, want: np.ndarray) -> None:
+    same = (got.view(np.int64) == want.view(np.int64)) | (np.isnan(got) & np.isnan(want))
+    assert same.all(), list(zip(got[~same][:5], want[~same][:5], strict=True))
+
+
+def test_rounding_to_sheet_precision_is_pythons_bit_for_bit():
+    rng = np.random.default_rng(7)
+    n = 50_000
+    powers = 10.0 ** np.arange(-30, 31)
+    arrays = [
+        rng.normal(0, 0.02, n),  # weights as they come
+        rng.normal(0, 1, n) * 10.0 ** rng.integers(-320, 308, n),  # every magnitude
+        rng.standard_cauchy(n),
+        rng.integers(-10**17, 10**17, n).astype(np.float64),  # integers past 15 digits
+        rng.integers(-1000, 1000, n).astype(np.float64),
+        (rng.integers(1, 10**15, n) + 0.5) * 10.0 ** rng.integers(-30, 10, n),  # ties
+        np.concatenate([powers, np.nextafter(powers, 0), np.nextafter(powers, np.inf)]),
+        rng.random(n) * 5e-308,  # subnormal and tiny normal
+        np.array([0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
+                  -1.7976931348623157e308, 999999999999999.5, 99999999999999.95,
+                  123456789012345.5, -0.1, np.inf, -np.inf, np.nan]),
+    ]
+    for value in arrays:
+        got = to_sheet_precision(value.reshape(-1, 2) if value.size % 2 == 0 else value)
+        assert_same_bits(got.ravel(), rounded_one_by_one(value))
+        assert not np.any(np.signbit(got) & (got == 0))  # no -0.0
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(st.lists(st.floats(allow_nan=False), min_size=1, max_size=50))
+def test_rounding_to_sheet_precision_matches_on_any_floats(values):
+    value = np.array(values)
+    assert_same_bits(to_sheet_precision(value), rounded_one_by_one(value))

@@ -10,18 +10,22 @@ it writes are weights and spec constants; everything else is a formula from
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
 
 from . import explain, reference
 from . import formulas as f
-from .book import FORMULA, LABEL, NUMBER, TEXT, Book, Cell, Chart, Fill
+from .book import FORMULA, LABEL, NUMBER, TEXT, Book, Cell, Chart, Fill, Header
 from .generation import Generation
 from .guide import GUIDE, guide_sheet
-from .layout import Area, Flow, Slot
+from .layout import EXCEL, Area, Flow, SheetLimits, Slot, vocab_down
 from .limits import LimitError
 from .spec import Spec
 from .weights import Params, stack_prefix
 
 INPUT, OUTPUT, WEIGHTS, SPEC = "Input", "Output", "Weights", "Spec"
+WEIGHTS_TOP, CONTINUED_TOP = 6, 3  # first band row on Weights (below constants), Weights2...
 PAIRWISE = "Pairwise"
 ECHO_ROW = 3  # Input sheet row that shows the output text beside the input
 JOIN_PART = 256  # characters joined per formula in a long output text
@@ -45,20 +49,52 @@ def pairwise_cells(spec: Spec) -> int:
 
 
 def with_pairwise(spec: Spec) -> bool:
-    """Whether the workbook has a Pairwise sheet (verify skips those blocks without)."""
+    """Whether the workbook has a Pairwise sheet: not when it would be too big."""
     return pairwise_cells(spec) <= PAIRWISE_MAX_CELLS
 
 
-def build(spec: Spec, params: Params, text: str) -> Book:
-    """The whole workbook for `spec` with `params`, showing `text` in the input cell."""
-    return _Builder(spec, params).build(text)
+def build(spec: Spec, params: Params, text: str, sheet: SheetLimits = EXCEL) -> Book:
+    """The whole workbook for `spec` with `params`, showing `text` in the input cell,
+    laid out for sheets of `sheet`'s size (Excel's unless a test says otherwise)."""
+    return _Builder(spec, params, sheet).build(text)
+
+
+# Blocks as wide as the vocabulary; when it does not fit across a sheet they are stored
+# transposed: one row per token, one column per position (or one row for a statistic).
+VOCAB_BLOCKS = ("input.onehot", "lm_head.weight", "lm_head.bias", "logits", "probs.max",
+                "probs.exp", "probs.sum", "probs")
+TRANSPOSED = "layout.transposed"  # the defined name of the list of transposed blocks
+
+
+def flow_top(sheet: str) -> int:
+    """The first band row of a Weights sheet."""
+    return WEIGHTS_TOP if sheet == WEIGHTS else CONTINUED_TOP
+
+
+def transposed_blocks(spec: Spec, sheet: SheetLimits = EXCEL) -> tuple[str, ...]:
+    """The blocks stored transposed on sheets of `sheet`'s size; () when the vocabulary
+    fits across. Generation and encoder-decoders do not support that layout yet."""
+    V = max(len(spec.vocab), len(spec.out_vocab))
+    if not vocab_down(V, sheet):
+        return ()
+    if spec.generate is not None or spec.model.encoder_decoder:
+        raise LimitError(f"a vocabulary of {V:,} tokens does not fit across a sheet of "
+                         f"{sheet.cols:,} columns and runs down the rows, which [generate] "
+                         "and encoder-decoders do not support yet")
+    present = {"input.onehot": not spec.reads_ids, "lm_head.weight": not spec.head.tied,
+               "lm_head.bias": spec.head.bias}
+    return tuple(n for n in VOCAB_BLOCKS if present.get(n, True))
 
 
 class _Builder:
-    def __init__(self, spec: Spec, params: Params):
+    def __init__(self, spec: Spec, params: Params, sheet: SheetLimits = EXCEL):
         self.spec, self.m, self.params = spec, spec.model, params
         self.book = Book()
         self.T = spec.model.max_seq
+        self.limits = sheet
+        self.transposed = transposed_blocks(spec, sheet)
+        self.weight_sheet = self.weight_sheets()  # Weights, Weights2, ... of each array
+        self.down = bool(self.transposed)  # the vocabulary runs down the rows
         self.w: dict[str, Area] = {}  # weight blocks by parameter name
         self.const: dict[str, Area] = {}  # spec constants and derived scalars
         self.chars: Area | None = None  # per-position characters, the rows' labels
@@ -69,7 +105,7 @@ class _Builder:
         self.memory: Area | None = None  # encoder-decoder: the encoder's output
         self.generation: Generation | None = None  # when the spec generates: fed back
         self.flow: Flow | None = None  # the sheet flow of the layer built last
-        self.pairs = Flow(PAIRWISE, top=3)  # every self-attention head's pairwise view
+        self.pairs = Flow(PAIRWISE, top=3, cols=sheet.cols)  # every head's pairwise view
         self.big_heatmaps = 0  # blocks left without a colour scale: too big
 
     def build(self, text: str) -> Book:
@@ -86,6 +122,8 @@ class _Builder:
                if self.with_pairwise() else {}),
             OUTPUT: "the final vectors, logits, probabilities, the output text and a chart",
             WEIGHTS: "every weight (the only typed-in numbers) and constants",
+            **{sheet: "the weights, continued"
+               for sheet in dict.fromkeys(self.weight_sheet.values()) if sheet != WEIGHTS},
             SPEC: "the model spec the workbook was built from",
         }
         self.book.sheet(GUIDE)  # first in the workbook; written last, from what is built
@@ -141,9 +179,10 @@ class _Builder:
         Explained blocks (by default those whose rows are positions) get their header
         from explain.py; the others (weights) are titled by their name.
         """
-        title_row, areas = flow.band(slots, nrows)
+        _, areas = flow.band(slots, nrows)
         sheet = self.book.sheet(flow.sheet)
         for slot, area in zip(slots, areas, strict=True):
+            title_row = area.row - 2  # a wrapped band's blocks have a title row of their own
             if positions if explained is None else explained:
                 self.explain(slot.name, Area(flow.sheet, title_row, area.col, 1, 1), area)
             else:
@@ -153,13 +192,15 @@ class _Builder:
                 self.column_labels(slot, Area(flow.sheet, title_row + 1, area.col, 1,
                                               len(slot.labels)))
         chars = chars or self.chars
-        if positions:
-            first = areas[0].row
-            self.book.fill(Fill(f"{slots[0].name}.positions", Area(flow.sheet, first, 1, nrows, 1),
+        # a wrapped band has rows of positions of its own: labelled after its first block
+        firsts = {} if not positions else {
+            area.row: slot.name for slot, area in reversed(list(zip(slots, areas, strict=True)))}
+        for top, first in sorted(firsts.items()):
+            self.book.fill(Fill(f"{first}.positions", Area(flow.sheet, top, 1, nrows, 1),
                                 LABEL, lambda i: [f"pos {i}"], "header"))
             if chars is not None and chars.sheet != flow.sheet:
                 self.book.fill(Fill(
-                    f"{slots[0].name}.chars", Area(flow.sheet, first, 2, nrows, 1), FORMULA,
+                    f"{first}.chars", Area(flow.sheet, top, 2, nrows, 1), FORMULA,
                     f.block_rows(lambda i, _: f.copy(chars.ref(i, 0, flow.sheet)), 1), "label"))
         return areas
 
@@ -177,7 +218,17 @@ class _Builder:
 
     def explain(self, name: str, title: Area, area: Area) -> None:
         """The block's header in its title cell, its note as a comment, its look."""
-        header = explain.header(name, self.spec)
+        if name == "vocab" and self.down:  # a column of tokens
+            header = Header("vocabulary: token of each id", f"The model's {len(self.spec.vocab)}"
+                            " tokens in id order, one per row (the row labels are the ids); "
+                            "the input and the output read their text here.",
+                            number_format="General")
+        else:
+            header = explain.header(name, self.spec)
+        if name in self.transposed:
+            header = replace(header, note=header.note + " Stored transposed: the vocabulary "
+                             "does not fit across the sheet, so each token is a row and each "
+                             "position a column.")
         sheet = self.book.sheet(title.sheet)
         sheet.put(title.row, title.col, Cell(LABEL, header.title, "title"))
         self.book.explain(name, title, header)
@@ -251,25 +302,91 @@ class _Builder:
             "attn_scale", WEIGHTS, 3, Cell(FORMULA, f.prepare(scale)), "1/sqrt(head size)")
         self.const["ln_eps"] = self.scalar(
             "ln_eps", WEIGHTS, 4, Cell(NUMBER, m.ln_eps, "weight"), "LayerNorm eps")
-        flow = Flow(WEIGHTS, top=6)
+        if self.transposed:
+            self.transposed_list(5)
+        flows = {}
         for name, value in self.params.items():
-            rows, cols = (1, value.shape[0]) if value.ndim == 1 else value.shape
-            [area] = self.band(flow, [Slot(name, cols, tuple(map(str, range(cols))))],
+            sheet = self.weight_sheet[name]
+            if sheet not in flows:
+                flows[sheet] = Flow(sheet, top=flow_top(sheet), cols=self.limits.cols)
+                if sheet != WEIGHTS:
+                    self.label(sheet, 1, 1, "Weights, continued", "title")
+            grid = self.stored(name, value)  # transposed: one row per token
+            rows, cols = grid.shape
+            [area] = self.band(flows[sheet], [Slot(name, cols, tuple(map(str, range(cols))))],
                                rows, positions=False)
-            grid = value.reshape(rows, cols)
-            labels = self.token_rows(name) if name.endswith("wte") else range(rows)
-            self.book.fill(Fill(f"{name}.rows", Area(WEIGHTS, area.row, 1, rows, 1), LABEL,
+            token_rows = name.endswith("wte") or name in self.transposed
+            labels = self.token_rows(name) if token_rows else range(rows)
+            self.book.fill(Fill(f"{name}.rows", Area(area.sheet, area.row, 1, rows, 1), LABEL,
                                 lambda i, labels=labels: [str(labels[i])], "header"))
             self.book.fill(Fill(name, area, NUMBER, lambda i, grid=grid: grid[i].tolist(),
                                 "weight"))
             self.book.name(name, area)
             self.w[name] = area
             if value.ndim == 2 and name.startswith("h."):  # a layer's matrix: its pattern
-                self.heatmap(WEIGHTS, area, "diverging")
+                self.heatmap(area.sheet, area, "diverging")
+
+    def stored(self, name: str, value: np.ndarray) -> np.ndarray:
+        """A weight array as the sheet holds it: a vector is a row, or a column when it
+        is transposed; a transposed matrix is (V, d_model)."""
+        if name in self.transposed:
+            return value.reshape(-1, 1) if value.ndim == 1 else value.T
+        return value.reshape(1, -1) if value.ndim == 1 else value
+
+    def weight_sheets(self) -> dict[str, str]:
+        """The sheet of each weight array: Weights, and from the array that would cross
+        the sheet's last row on, Weights2, then Weights3, ... (planned, nothing written)."""
+        where, flow = {}, Flow(WEIGHTS, top=WEIGHTS_TOP, cols=self.limits.cols)
+        for name, value in self.params.items():
+            rows, cols = self.stored(name, value).shape
+            if not flow.fits(rows, self.limits.rows) and flow.next_row > flow_top(flow.sheet):
+                flow = Flow(f"{WEIGHTS}{len(set(where.values())) + 1}", top=CONTINUED_TOP,
+                            cols=self.limits.cols)
+            flow.band([Slot(name, cols)], rows)
+            where[name] = flow.sheet
+        return where
 
     def token_rows(self, wte: str) -> tuple[str, ...]:
-        """The tokens an embedding table's rows stand for."""
-        return (self.spec.out_vocab if wte == f"{self.dec}wte" else self.spec.vocab).tokens
+        """The tokens an embedding table's (or a transposed head's) rows stand for."""
+        out = wte == f"{self.dec}wte" or wte.startswith("lm_head.")
+        return (self.spec.out_vocab if out else self.spec.vocab).tokens
+
+    def transposed_list(self, row: int) -> None:
+        """Which blocks are stored transposed, as text cells under one defined name, so
+        that `xlformer verify` reads them back the right way round."""
+        self.label(WEIGHTS, row, 2, "stored transposed (one row per token)")
+        area = Area(WEIGHTS, row, 3, 1, len(self.transposed))
+        for j, name in enumerate(self.transposed):
+            self.book.put(area, 0, j, Cell(TEXT, name))
+        self.book.name(TRANSPOSED, area)
+
+    def token_labels(self, name: str, area: Area, tokens: tuple[str, ...] = ()) -> None:
+        """Row labels of a block whose rows are tokens: the id, then the token (if given)."""
+        self.book.fill(Fill(f"{name}.ids", Area(area.sheet, area.row, 1, area.nrows, 1), LABEL,
+                            lambda v: [str(v)], "header"))
+        if tokens:
+            self.book.fill(Fill(f"{name}.tokens", Area(area.sheet, area.row, 2, area.nrows, 1),
+                                TEXT, lambda v: [tokens[v]], "label"))
+
+    def vocab_cells(self, vocab: Area) -> None:
+        """The vocabulary's tokens, as text: a row, or a column (then labelled with ids)."""
+        tokens = self.spec.vocab.tokens
+        if self.down:
+            self.book.fill(Fill("vocab", vocab, TEXT, lambda v: [tokens[v]]))
+            self.token_labels("vocab", vocab)
+        else:
+            self.book.fill(Fill("vocab", vocab, TEXT, lambda _: list(tokens)))
+
+    def down_band(self, flow: Flow, name: str, nrows: int, tokens: tuple[str, ...] = ()) -> Area:
+        """A transposed block in a band of its own: a column per position, a row per token
+        (or a single row: a statistic of each position)."""
+        [area] = self.band(flow, [Slot(name, self.T, self.key_labels(flow.sheet))], nrows,
+                           positions=False, explained=True)
+        if tokens:
+            self.token_labels(name, area, tokens)
+        else:
+            self.label(flow.sheet, area.row, 1, "all tokens", "header")
+        return area
 
     def input_sheet(self, text) -> Area:
         """Input text -> characters -> one-hot -> token ids -> embeddings."""
@@ -284,24 +401,43 @@ class _Builder:
         self.scalar("input.length_note", S, 4, Cell(FORMULA, f.prepare(note)), "note")
         pad = self.scalar("pad", S, 5, Cell(TEXT, spec.vocab.pad), "padding token")
         pad_id = self.scalar("pad_id", S, 6, Cell(NUMBER, spec.vocab.pad_id), "padding id")
-        flow = Flow(S, top=8)
+        flow = Flow(S, top=8, cols=self.limits.cols)
         V = len(spec.vocab)
-        chars, ids, notes, onehot = self.band(
-            flow, [Slot("input.chars", 1, ("char",)), Slot("input.ids", 1, ("id",)),
-                   Slot("input.note", 1, ("note",)), Slot("input.onehot", V, spec.vocab.tokens)],
-            T)
-        vocab = Area(S, onehot.row - 1, onehot.col, 1, V)  # the one-hot block's header row
+        slots = [Slot("input.chars", 1, ("char",)), Slot("input.ids", 1, ("id",)),
+                 Slot("input.note", 1, ("note",))]
+        if self.down:  # the one-hot block below: a row per token, a column per position
+            chars, ids, notes = self.band(flow, slots, T)
+            self.chars = chars  # its column labels show the characters
+            vocab, onehot = self.band(flow, [Slot("vocab", 1, ("token",)), Slot(
+                "input.onehot", T, self.key_labels(S))], V, positions=False, explained=True)
+            self.vocab_cells(vocab)
+            row = onehot.col_ref  # position i's one-hot: a column
+
+            def vocab_at(v: int) -> str:
+                return vocab.ref(v, 0, S, absolute=True)
+        else:
+            chars, ids, notes, onehot = self.band(
+                flow, [*slots, Slot("input.onehot", V, spec.vocab.tokens)], T)
+            vocab = Area(S, onehot.row - 1, onehot.col, 1, V)  # the one-hot block's header row
+            row = onehot.rows_ref
+
+            def vocab_at(v: int) -> str:
+                return vocab.ref(0, v, S, absolute=True)
         self.book.name("vocab", vocab)
         self.vocab = vocab
         pad_ref, pad_id_ref = pad.ref(0, 0, S, True), pad_id.ref(0, 0, S, True)
         self.fill("input.chars", chars, lambda i, _: f.char_at(self.input_text, i, pad_ref),
                   trace=False)
         self.chars = self.source_chars = chars
-        self.fill("input.onehot", onehot, lambda i, j: f.one_hot(
-            chars.ref(i, 0, S), vocab.ref(0, j, S, absolute=True)))
-        self.fill("input.ids", ids, lambda i, _: f.token_id(onehot.rows_ref(i, S), pad_id_ref))
+        if self.down:
+            self.fill("input.onehot", onehot, lambda v, i: f.one_hot(chars.ref(i, 0, S),
+                                                                      vocab_at(v)))
+        else:
+            self.fill("input.onehot", onehot, lambda i, v: f.one_hot(chars.ref(i, 0, S),
+                                                                      vocab_at(v)))
+        self.fill("input.ids", ids, lambda i, _: f.token_id(row(i, S), pad_id_ref))
         self.fill("input.note", notes,
-                  lambda i, _: f.input_note(self.input_text, i, onehot.rows_ref(i, S)), trace=False)
+                  lambda i, _: f.input_note(self.input_text, i, row(i, S)), trace=False)
         if self.spec.generate is not None:  # the decoder reads back what it chose
             self.generation = Generation(self)
             return self.generation.decoder_input(flow, ids)
@@ -317,11 +453,14 @@ class _Builder:
         self.label(S, ECHO_ROW, 2, "output text")
         self.scalar("pad", S, 5, Cell(TEXT, spec.vocab.pad), "padding token")
         pad_id = self.scalar("pad_id", S, 6, Cell(NUMBER, spec.vocab.pad_id), "padding id")
-        flow = Flow(S, top=8)
-        [vocab] = self.band(flow, [Slot("vocab", V, tuple(map(str, range(V))))], 1,
-                            positions=False, explained=True)
-        for j, token in enumerate(spec.vocab.tokens):
-            self.book.put(vocab, 0, j, Cell(TEXT, token))
+        flow = Flow(S, top=8, cols=self.limits.cols)
+        if self.down:  # a column of tokens, one row per id
+            [vocab] = self.band(flow, [Slot("vocab", 1, ("token",))], V,
+                                positions=False, explained=True)
+        else:
+            [vocab] = self.band(flow, [Slot("vocab", V, tuple(map(str, range(V))))], 1,
+                                positions=False, explained=True)
+        self.vocab_cells(vocab)
         self.book.name("vocab", vocab)
         self.vocab = vocab
         typed, ids, notes, chars = self.band(
@@ -336,8 +475,8 @@ class _Builder:
         self.fill("input.ids", ids, lambda i, _: f.typed_id(typed.ref(i, 0, S), V, pad_ref))
         self.fill("input.note", notes, lambda i, _: f.typed_note(typed.ref(i, 0, S), V),
                   trace=False)
-        self.fill("input.chars", chars, lambda i, _: f.token_text(
-            vocab.full_ref(S, absolute=True), ids.ref(i, 0, S)), trace=False)
+        self.fill("input.chars", chars, lambda i, _: self.token_text(S, ids.ref(i, 0, S)),
+                  trace=False)
         self.chars = self.source_chars = chars
         return self.embeddings(flow, ids)
 
@@ -372,7 +511,7 @@ class _Builder:
     def layer(self, i: int, x: Area, stack: str | None = None) -> Area:
         """Block i of a stack ('' decoder-only, 'enc.' or 'dec.'), on its own sheet."""
         stack = self.dec if stack is None else stack
-        flow, p = Flow(layer_sheet(i, stack)), f"{stack}h.{i}"
+        flow, p = Flow(layer_sheet(i, stack), cols=self.limits.cols), f"{stack}h.{i}"
         self.flow = flow  # the last layer's sheet, where an encoder's final norm goes
         self.label(flow.sheet, flow.skip(2), 1, f"Layer {i} ({p})", "title")
         x = self.sublayer(flow, x, p, "ln_1", "resid_attn", self.attention)
@@ -563,9 +702,12 @@ class _Builder:
         """ln_f -> logits -> softmax -> argmax -> characters -> output text."""
         spec, S, T, V = self.spec, OUTPUT, self.T, len(self.spec.out_vocab)
         self.label(S, 1, 1, "Output", "title")
-        flow = Flow(S, top=4)
+        flow = Flow(S, top=4, cols=self.limits.cols)
         if self.m.norm == "pre":
             x = self.layer_norm(flow, f"{self.dec}ln_f", x)
+        if self.down:
+            self.output_down(flow, x)
+            return
         tokens = spec.out_vocab.tokens
         logits, mx = self.band(flow, [Slot("logits", V, tokens), Slot("probs.max", 1, ("max",))],
                                T)
@@ -591,9 +733,41 @@ class _Builder:
 
         choice = argmax if self.generation is None else self.generation.sampled(
             flow, probs, argmax)  # sampled at a temperature above 0
+        self.decoded(flow, ids, chars, choice, mx, sm)
+        self.probability_chart(flow, probs)
+
+    def output_down(self, flow: Flow, x: Area) -> None:
+        """The head of a vocabulary that runs down the rows: logits, the softmax steps and
+        probabilities have a row per token and a column per position; each position's
+        maximum and sum are one row. Never generates (see __init__)."""
+        S, V, tokens = flow.sheet, len(self.spec.out_vocab), self.spec.out_vocab.tokens
+        logits = self.down_band(flow, "logits", V, tokens)
+        logit = self.logit_formula(x, S)
+        self.fill("logits", logits, lambda v, i: logit(i, v))
+        mx = self.down_band(flow, "probs.max", 1)
+        self.fill("probs.max", mx, lambda _, i: f.row_max(logits.col_ref(i, S)))
+        ex = self.down_band(flow, "probs.exp", V, tokens)
+        self.fill("probs.exp", ex, lambda v, i: f.exp_shifted(
+            logits.ref(v, i, S), mx.ref(0, i, S, True)))
+        sm = self.down_band(flow, "probs.sum", 1)
+        self.fill("probs.sum", sm, lambda _, i: f.row_sum(ex.col_ref(i, S)))
+        probs = self.down_band(flow, "probs", V, tokens)
+        self.fill("probs", probs, lambda v, i: f.divide(ex.ref(v, i, S), sm.ref(0, i, S, True)))
+        ids, chars = self.band(flow, [Slot("output.ids", 1, ("id",)),
+                                      Slot("output.chars", 1, ("char",))], self.T)
+        self.decoded(flow, ids, chars, lambda i: f.argmax(logits.col_ref(i, S), mx.ref(0, i, S)),
+                     mx, sm)
+        row = flow.skip(2)
+        self.label(S, row, 1, "Chart", "subheading")
+        self.label(S, row + 1, 2, f"no chart: the {V:,} tokens run down the rows; column "
+                   "'pos i' of probs is position i's distribution")
+
+    def decoded(self, flow: Flow, ids: Area, chars: Area, choice: Callable[[int], str],
+                mx: Area, sm: Area) -> None:
+        """The chosen ids, their tokens, the output text and its echo on the input sheet."""
+        S = flow.sheet
         self.fill("output.ids", ids, lambda i, _: choice(i))
-        vocab = self.vocab.full_ref(S, absolute=True)
-        self.fill("output.chars", chars, lambda i, _: f.token_text(vocab, ids.ref(i, 0, S)),
+        self.fill("output.chars", chars, lambda i, _: self.token_text(S, ids.ref(i, 0, S)),
                   trace=False)
         if self.generation is not None:
             text = self.generation.feed_back(flow, ids, chars, mx, sm)
@@ -603,7 +777,12 @@ class _Builder:
                           "output text")
         echo = Cell(FORMULA, f.prepare(f.copy(out.ref(0, 0, INPUT, True))), "output")
         self.book.sheet(INPUT).put(ECHO_ROW, 3, echo)
-        self.probability_chart(flow, probs)
+
+    def token_text(self, here: str, token_id: str) -> str:
+        """The token of an id, looked up in the vocabulary (a row, or a column when the
+        vocabulary runs down the rows)."""
+        vocab = self.vocab.full_ref(here, absolute=True)
+        return f.token_in_column(vocab, token_id) if self.down else f.token_text(vocab, token_id)
 
     def probability_chart(self, flow: Flow, probs: Area) -> None:
         """A bar chart of one position's probabilities; the reader types the position."""
@@ -648,8 +827,12 @@ class _Builder:
         """Tied: x . wte[v] (two rows, SUMPRODUCT). Untied: x @ lm_head[:, v] (+ bias)."""
         b = self.w.get("lm_head.bias")
         bias = (lambda v: None) if b is None else (lambda v: b.ref(0, v, S, True))
+        if self.down and b is not None:  # stored as a column
+            bias = lambda v: b.ref(v, 0, S, True)  # noqa: E731
         if self.spec.head.tied:
             wte = self.w[f"{self.dec}wte"]
             return lambda i, v: f.with_bias(f.dot(x.rows_ref(i, S), wte.rows_ref(v, S)), bias(v))
         w = self.w["lm_head.weight"]
+        if "lm_head.weight" in self.transposed:  # (V, d): token v's weights are a row
+            return lambda i, v: f.with_bias(f.dot(x.rows_ref(i, S), w.rows_ref(v, S)), bias(v))
         return lambda i, v: f.linear(x.rows_ref(i, S), w.col_ref(v, S), bias(v))

@@ -224,7 +224,8 @@ def spec_toml(name: str, model: Imported, n_head: int, max_seq: int,
         *([f"pad = {_q(pad)}"] if pad is not None else []),
         "",
         "[model]",
-        f"max_seq = {max_seq}", f"d_model = {model.d_model}", f"n_head = {n_head}",
+        f"max_seq = {max_seq}", f"n_positions = {model.n_ctx}",
+        f"d_model = {model.d_model}", f"n_head = {n_head}",
         f"n_layer = {model.n_layer}", f"d_ff = {model.d_ff}", 'activation = "gelu"',
         'norm = "pre"', "ln_eps = 1e-5", 'positions = "learned"', "causal = true",
         "scale = true", "residual = true", f"bias = {str(model.bias).lower()}",
@@ -244,6 +245,7 @@ def _q(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)  # a JSON string is a TOML basic string
 
 
-def for_spec(model: Imported, max_seq: int) -> Params:
-    """The weights for a workbook of `max_seq` positions: the first rows of wpe."""
-    return {k: (v[:max_seq] if k == "wpe" else v) for k, v in model.params.items()}
+def for_spec(model: Imported) -> Params:
+    """The weights of the imported spec: all of them, wpe with all its n_positions rows
+    (the workbook reads the first max_seq)."""
+    return dict(model.params)

@@ -377,7 +377,7 @@ def import_cmd(checkpoint_file: Path, output: Path, heads: int, vocab_file: Path
     typed = parse_ids(ids or "") if reads_ids else (text or "")
     source = checkpoint.spec_toml(output.stem, model, heads, max_seq, tokens, typed,
                                   weights_path.name, checkpoint_file.name)
-    params = checkpoint.for_spec(model, max_seq)
+    params = checkpoint.for_spec(model)
     try:
         spec = parse_spec(source, base=output.parent, origin=str(output))
         check_params(spec, params, str(checkpoint_file))

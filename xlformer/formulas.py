@@ -236,6 +236,11 @@ def token_text(vocab_row: str, token: str) -> str:
     return f"INDEX({vocab_row},1,{token}+1)"
 
 
+def token_in_column(vocab_column: str, token: str) -> str:
+    """The token of an id in a vocabulary that runs down a column."""
+    return f"INDEX({vocab_column},{token}+1,1)"
+
+
 def labelled(index: int, text: str) -> str:
     """A column label that follows the input: an index and the text at it, e.g. "2 t"."""
     return f'"{index} "&{text}'

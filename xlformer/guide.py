@@ -164,7 +164,8 @@ def _sizes(page: _Page, spec: Spec) -> None:
         ("layers", str(m.n_layer)),
         ("feed-forward", f"{m.d_ff} wide, {m.activation}" if m.mlp else "none"),
         ("norm", m.norm),
-        ("position encoding", m.positions),
+        ("position encoding", m.positions if m.positions_table == m.max_seq else
+         f"{m.positions} (wpe has {m.positions_table} rows; the first {m.max_seq} are used)"),
         ("attention mask", "causal" if m.causal else "none (every position sees all)"),
         ("residual connections", "yes" if m.residual else "no"),
     ]

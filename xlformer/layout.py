@@ -9,6 +9,7 @@ a row.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import a1, limits
@@ -61,6 +62,31 @@ class Area:
 
 
 @dataclass(frozen=True)
+class SheetLimits:
+    """The sheet size the layout plans for: Excel's, or smaller in tests, so that a small
+    model takes the layouts a large one needs."""
+
+    rows: int = a1.MAX_ROWS
+    cols: int = a1.MAX_COLS
+
+
+EXCEL = SheetLimits()
+
+
+def band_end(widths: Sequence[int]) -> int:
+    """The last column that a band of blocks of these widths reaches."""
+    return FIRST_COL - 1 + sum(widths) + GAP * (len(widths) - 1)
+
+
+def vocab_down(vocab_size: int, sheet: SheetLimits) -> bool:
+    """Whether blocks as wide as the vocabulary run down the rows instead (one row per
+    token, one column per position): when the widest band holding one (the input's
+    characters, ids, note and one-hot) would cross the sheet's last column. A
+    vocabulary of 50,257 tokens does not fit across Excel's 16,384 columns."""
+    return band_end((1, 1, 1, vocab_size)) > sheet.cols
+
+
+@dataclass(frozen=True)
 class Slot:
     """A block asked of a band: its name, width and column labels."""
 
@@ -72,21 +98,33 @@ class Slot:
 class Flow:
     """Stacks bands down one sheet and hands out their areas."""
 
-    def __init__(self, sheet: str, top: int = 1):
+    def __init__(self, sheet: str, top: int = 1, cols: int = a1.MAX_COLS):
         self.sheet = sheet
         self.next_row = top
+        self.cols = cols  # the sheet's last column, as planned (see SheetLimits)
 
     def band(self, slots: list[Slot], nrows: int) -> tuple[int, list[Area]]:
-        """Place blocks side by side; returns the band's title row and the data areas."""
-        title_row = self.next_row
+        """Place blocks side by side; returns the band's title row and the data areas.
+
+        A block that would cross the sheet's last column starts a new band below (the
+        band wraps): its own title row, column labels and rows of the same positions.
+        Each block's title row is its area's row - 2."""
+        title_row = first = self.next_row
         col, areas = FIRST_COL, []
         for slot in slots:
+            if col > FIRST_COL and col + slot.ncols - 1 > self.cols:
+                title_row += 2 + nrows + GAP
+                col = FIRST_COL
             area = Area(self.sheet, title_row + 2, col, nrows, slot.ncols)
             limits.check_area(slot.name, area.sheet, *area.at(nrows - 1, slot.ncols - 1))
             areas.append(area)
             col += slot.ncols + GAP
         self.next_row = title_row + 2 + nrows + GAP
-        return title_row, areas
+        return first, areas
+
+    def fits(self, nrows: int, last_row: int) -> bool:
+        """Whether a band of `nrows` rows placed next ends by `last_row`."""
+        return self.next_row + 2 + nrows - 1 <= last_row
 
     def skip(self, rows: int) -> int:
         """Reserve `rows` rows (e.g. for a heading); returns the first."""

@@ -19,7 +19,7 @@ from openpyxl import load_workbook
 from openpyxl.utils.cell import range_boundaries
 from openpyxl.utils.exceptions import InvalidFileException
 
-from .builder import SPEC
+from .builder import SPEC, TRANSPOSED
 from .layout import Area
 from .spec import Spec, parse_spec
 from .weights import Params, expected_shapes
@@ -36,6 +36,9 @@ class Built:
     text: str | tuple  # the input cell's text, or the typed ids' cells (vocab.input = "ids")
     names: dict[str, Area]
     formulas: dict[tuple[str, int, int], str]  # (sheet, row, col) -> formula
+    # Blocks stored transposed (a vocabulary too wide for the sheet runs down the rows):
+    # their cell (i, j) is the reference's (j, i).
+    transposed: frozenset[str] = frozenset()
 
 
 def open_values(path: Path):
@@ -62,7 +65,9 @@ def read_built(path: Path) -> Built:
     source = "\n".join("" if r[0] is None else str(r[0])
                        for r in wb[SPEC].iter_rows(min_row=2, max_col=1, values_only=True))
     spec = parse_spec(source + "\n", origin=f"the spec inside {path}")
-    params = {name: read_block(wb, names[name]).reshape(shape)
+    transposed = frozenset(read_block(wb, names[TRANSPOSED]).ravel().tolist()
+                           if TRANSPOSED in names else ())
+    params = {name: oriented(read_block(wb, names[name]), name in transposed).reshape(shape)
               for name, shape in expected_shapes(spec).items()}
     if spec.reads_ids:  # the typed cells as they are: the reference reads them as the sheet
         typed = names["input.typed"]
@@ -74,7 +79,12 @@ def read_built(path: Path) -> Built:
     formulas = {(ws.title, c.row, c.column): c.value
                 for ws in wb.worksheets for row in ws.iter_rows() for c in row
                 if c.data_type == "f"}
-    return Built(spec, params, text, names, formulas)
+    return Built(spec, params, text, names, formulas, transposed)
+
+
+def oriented(block: np.ndarray, transposed: bool) -> np.ndarray:
+    """A block the way the reference holds it."""
+    return block.T if transposed else block
 
 
 def _sampling_as_typed(wb, names: dict[str, Area], spec: Spec) -> Spec:

@@ -253,8 +253,8 @@ def teacher_loss(out: Trace, labels, scored) -> None:
 
 def positional(spec: Spec, params: Params, p: str = "") -> np.ndarray | None:
     m = spec.model
-    if m.positions == "learned":
-        return params[f"{p}wpe"]
+    if m.positions == "learned":  # the first max_seq of wpe's n_positions rows
+        return params[f"{p}wpe"][:m.max_seq]
     if m.positions == "sinusoidal":
         return sinusoidal(m.max_seq, m.d_model)
     if m.positions == "binary":
@@ -345,9 +345,6 @@ def heads(spec: Spec, params: Params, out: Trace, a: str, q, k, v, masked: bool)
     cat = out[f"{a}.heads"] = np.concatenate(outs, axis=-1)
     return _record(out, f"{a}.c_proj",
                    linear(cat, params[f"{a}.c_proj.weight"], params.get(f"{a}.c_proj.bias")))
-
-
-PAIRWISE_BLOCKS = (".w_qk", ".x_wqk", ".scores_qk")  # the names pairwise() traces
 
 
 def pairwise(params: Params, x, a: str, h: int, m, out: Trace, masked: bool) -> None:

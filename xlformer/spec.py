@@ -79,6 +79,12 @@ class Model:
     residual: bool = True  # x + sublayer(x) around attention and mlp
     bias: bool = True  # biases on c_attn, c_proj, c_fc
     n_enc_layer: int = 0  # > 0: an encoder-decoder; n_layer counts the decoder's blocks
+    n_positions: int = 0  # rows of the learned position table wpe (>= max_seq); 0: max_seq
+
+    @property
+    def positions_table(self) -> int:
+        """Rows of wpe: the positions the model knows, of which the sheet uses max_seq."""
+        return self.n_positions or self.max_seq
 
     @property
     def encoder_decoder(self) -> bool:
@@ -177,7 +183,7 @@ _MODEL_KEYS = {
     "max_seq": int, "d_model": int, "n_head": int, "head_size": int, "n_layer": int,
     "mlp": bool, "d_ff": int, "activation": str, "norm": str, "ln_eps": float,
     "positions": str, "binary_codes": list, "causal": bool, "scale": bool,
-    "residual": bool, "bias": bool, "n_enc_layer": int,
+    "residual": bool, "bias": bool, "n_enc_layer": int, "n_positions": int,
 }
 _GENERATE_KEYS = {"steps": int, "end": str, "start": str, "temperature": float,
                   "top_k": int, "seed": int, "target": str}
@@ -352,6 +358,7 @@ def _model(table: dict) -> Model:
         table["d_ff"] = 4 * d_model
     table["binary_codes"] = tuple(table.get("binary_codes", ()))
     table["ln_eps"] = float(table.get("ln_eps", 1e-5))
+    table.setdefault("n_positions", table["max_seq"])
     model = Model(**table)
     _check_model(model)
     return model
@@ -370,6 +377,12 @@ def _check_model(m: Model) -> None:
     for key, value in sizes.items():
         if value <= 0:
             raise SpecError(f"model.{key} must be positive, not {value}")
+    if m.n_positions < m.max_seq:
+        raise SpecError(f"model.n_positions ({m.n_positions}) must be at least model.max_seq "
+                        f"({m.max_seq}): the sheet reads one row of wpe per position")
+    if m.n_positions != m.max_seq and m.positions != "learned":
+        raise SpecError("model.n_positions (rows of the position table wpe) is only for "
+                        "positions = 'learned'")
     if m.n_layer < 0:  # 0 layers is a bigram model: embeddings straight to logits
         raise SpecError(f"model.n_layer must be 0 or more, not {m.n_layer}")
     for key, value, allowed in (("activation", m.activation, ACTIVATIONS),

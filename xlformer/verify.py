@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import a1, builder, recalc, reference
-from .reader import Built, cell_value, open_values, read_block, read_built
+from . import a1, recalc, reference
+from .reader import Built, cell_value, open_values, oriented, read_block, read_built
 
 # LibreOffice saves 15 significant digits; the engines' own arithmetic differs from
 # NumPy's in the last bits. An error passes when
@@ -24,6 +25,7 @@ RTOL = 1e-12
 ATOL = 1e-12
 NUDGE = 1e-15
 SPREAD = 10.0
+PAIRWISE_BLOCK = re.compile(r"\.(w_qk|x_wqk|scores_qk)$")
 
 
 @dataclass
@@ -48,14 +50,19 @@ def compare(built: Built, values, engine: str) -> list[BlockCheck]:
     else:
         trace = reference.forward(built.spec, built.params, built.text)
         generated = trace["output.ids"]
-    if not builder.with_pairwise(built.spec):  # a big model's workbook leaves them out
-        trace = {k: v for k, v in trace.items() if not k.endswith(reference.PAIRWISE_BLOCKS)}
     moved = _rounding_spread(built, trace)
     checks = [_compare_block(engine, name, arr, moved[name], built, values)
-              for name, arr in trace.items()]
+              for name, arr in trace.items() if name not in _left_out(built, trace)]
     checks.append(_compare_output(engine, built, values, generated))
     checks.append(_scan_errors(engine, built, values))
     return checks
+
+
+def _left_out(built: Built, trace: dict) -> set[str]:
+    """The pairwise view's blocks, when the workbook has none of them: a big model's
+    build leaves the Pairwise sheet out (and says so)."""
+    pairwise = {name for name in trace if PAIRWISE_BLOCK.search(name)}
+    return pairwise if not pairwise & set(built.names) else set()
 
 
 def _rounding_spread(built: Built, trace: dict) -> dict[str, np.ndarray]:
@@ -78,12 +85,17 @@ def _compare_block(engine, name, want, moved, built: Built, values) -> BlockChec
     if area is None:
         check.problems.append("block missing from the workbook")
         return check
-    got = read_block(values, area)
+    flip = name in built.transposed
+    got = oriented(read_block(values, area), flip)
+
+    def where(i, j) -> str:  # the sheet's cell of the reference's (i, j)
+        return f"{area.sheet}!{_cell_of(area, *((j, i) if flip else (i, j)))}"
+
     if got.shape != want.shape or got.dtype != np.float64:
         bad = [(i, j, got[i, j]) for i in range(got.shape[0]) for j in range(got.shape[1])
                if not isinstance(got[i, j], (int, float))][:3]
         check.problems.append(f"non-numbers or wrong shape {got.shape} vs {want.shape}: "
-                              + ", ".join(f"{area.sheet}!{_cell(area, i, j)}={v!r}"
+                              + ", ".join(f"{where(i, j)}={v!r}"
                                           for i, j, v in bad))
         return check
     err = np.abs(got - want)
@@ -92,7 +104,7 @@ def _compare_block(engine, name, want, moved, built: Built, values) -> BlockChec
     check.max_rel = float(np.max(err / np.maximum(np.abs(want), np.finfo(float).tiny)))
     bad = np.argwhere(err > RTOL * np.abs(want) + ATOL * scale + SPREAD * moved)
     for i, j in bad[:3]:
-        check.problems.append(f"{area.sheet}!{_cell(area, i, j)}: got {got[i, j]!r}, "
+        check.problems.append(f"{where(i, j)}: got {got[i, j]!r}, "
                               f"want {want[i, j]!r}")
     if len(bad) > 3:
         check.problems.append(f"... {len(bad)} cells out of tolerance")
@@ -129,7 +141,7 @@ def _block_of(built: Built, sheet: str, row: int, col: int) -> str:
     return "a label"
 
 
-def _cell(area, i, j) -> str:
+def _cell_of(area, i, j) -> str:
     return _cell_at(area.row + int(i), area.col + int(j))
 
 

@@ -52,7 +52,7 @@ def _stack(spec: Spec, p: str, V: int, n_layer: int, cross: bool) -> dict[str, t
     norm = m.norm != "none"
     shapes: dict[str, tuple[int, ...]] = {f"{p}wte": (V, m.d_model)}
     if m.positions == "learned":
-        shapes[f"{p}wpe"] = (m.max_seq, m.d_model)
+        shapes[f"{p}wpe"] = (m.positions_table, m.d_model)
     for i in range(n_layer):
         b = f"{p}h.{i}."
         if norm:
@@ -88,16 +88,81 @@ def _linear(name: str, n_in: int, n_out: int, bias: bool) -> dict[str, tuple[int
 
 def make_weights(spec: Spec, file: Path | None = None) -> Params:
     """The spec's weights as the workbook holds them; `file` (an .npz) overrides the spec."""
-    return {name: to_sheet_precision(value) for name, value in _source(spec, file).items()}
+    raw = _source(spec, file)  # each raw array is dropped once rounded: one copy at a time
+    return {name: to_sheet_precision(raw.pop(name)) for name in list(raw)}
 
 
 def to_sheet_precision(value: np.ndarray) -> np.ndarray:
     """Round to 15 significant digits: what spreadsheets show and LibreOffice saves
     (openpyxl itself writes 16). The reference then runs on exactly the numbers that
-    every engine reads from the file."""
-    flat = [float(f"{x:.15g}") + 0.0  # + 0.0: no -0 in the sheet
-            for x in np.asarray(value, dtype=np.float64).ravel()]
-    return np.array(flat, dtype=np.float64).reshape(np.shape(value))
+    every engine reads from the file.
+
+    The same numbers as `float(f"{x:.15g}")`, without -0.0, computed with NumPy in
+    chunks (124M weights take seconds, not minutes); see `_round15`."""
+    flat = np.asarray(value, dtype=np.float64).ravel()
+    out = np.empty_like(flat)
+    for start in range(0, flat.size, CHUNK):
+        out[start:start + CHUNK] = _round15(flat[start:start + CHUNK])
+    return out.reshape(np.shape(value))
+
+
+CHUNK = 1 << 20  # elements rounded at once: a few temporaries of 8 MB
+_SPLIT = 134217729.0  # 2**27 + 1, Veltkamp's splitter
+_POW10 = 10.0 ** np.arange(23)  # the powers of ten a double holds exactly
+
+
+def _round15(x: np.ndarray) -> np.ndarray:
+    """x rounded as `float(f"{x:.15g}") + 0.0`, element by element.
+
+    The decimal is M * 10^E with M = x / 10^E rounded half to even to an integer of
+    15 digits. With 10^-E exact (|x| from 1e-8 to 1e15), x * 10^-E is computed exactly
+    as hi + lo (Dekker's product), so M is exactly Python's; M * 10^E is then one
+    correctly rounded quotient of two exact doubles, as Python's parser gives.
+    Anything else (zeros, tiny, huge, non-finite) goes the slow way."""
+    mag = np.abs(x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = 14 - np.floor(np.log10(mag))  # x * 10^k has 15 digits before the point
+    usable = np.isfinite(k) & (k >= 0) & (k <= 22)
+    k = np.where(usable, k, 0).astype(np.int64)
+    out, shift = _scaled_round(np.where(usable, mag, 1.0), k)  # 1.0: no overflow warnings
+    done = usable & (shift == 0)
+    retry = np.flatnonzero(usable & (shift != 0))  # log10 missed by one at a power of ten
+    k2 = k[retry] + shift[retry]
+    fits = (k2 >= 0) & (k2 <= 22)
+    value, shift2 = _scaled_round(mag[retry[fits]], k2[fits])
+    out[retry[fits]] = value
+    done[retry[fits]] = shift2 == 0
+    for i in np.flatnonzero(~done):
+        out[i] = abs(float(f"{x[i]:.15g}"))
+    return np.copysign(out, x) + 0.0  # + 0.0: no -0 in the sheet
+
+
+def _scaled_round(mag: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """round(mag * 10^k) / 10^k, and where mag * 10^k does not have 15 digits before
+    the point the shift of k that would give them (+1, -1; else 0)."""
+    scale = _POW10[k]
+    hi, lo = _two_product(mag, scale)
+    shift = (((hi < 1e14) | ((hi == 1e14) & (lo < 0))).astype(np.int64)
+             - ((hi > 1e15) | ((hi == 1e15) & (lo >= 0))))
+    r = np.rint(hi)  # half to even
+    d = hi - r  # exact, |d| <= 0.5; |lo| is below half an ulp of hi, so it only breaks ties
+    r += ((d == 0.5) & (lo > 0)).astype(np.float64) - ((d == -0.5) & (lo < 0))
+    return r / scale, shift
+
+
+def _two_product(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """a * b = hi + lo exactly (Dekker), for products far from overflow and underflow."""
+    hi = a * b
+    a_hi, b_hi = _split(a), _split(b)
+    a_lo, b_lo = a - a_hi, b - b_hi
+    lo = ((a_hi * b_hi - hi) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
+    return hi, lo
+
+
+def _split(a: np.ndarray) -> np.ndarray:
+    """The high 26 bits of a (Veltkamp)."""
+    c = _SPLIT * a
+    return c - (c - a)
 
 
 def _source(spec: Spec, file: Path | None) -> Params:
