@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from helpers import require_engine
 
 from xlformer import builder, writer
 from xlformer.book import FORMULA, NUMBER, Book, Cell, Fill
+from xlformer.cli import main
 from xlformer.layout import Area
 from xlformer.progress import BuildProgress
 from xlformer.spec import load_spec
@@ -50,6 +52,16 @@ def test_a_medium_model_leaves_out_the_pairwise_sheet_and_says_so(medium):
     _, book, _ = medium
     assert "Pairwise" not in book.sheets
     assert any("Pairwise sheet is left out" in n for n in book.notices)
+
+
+def test_the_command_says_what_it_left_out(tmp_path):
+    out = tmp_path / "m.xlsx"
+    result = CliRunner().invoke(main, ["build", str(MEDIUM), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    # 4 layers x 4 heads x (129 x 129 for W_QK + 32 x 129 for X.W_QK + 32 x 32 scores)
+    assert "note: the Pairwise sheet is left out: it would add 348,688 formula cells" \
+        in result.output
+    assert "wrote" in result.output and out.stat().st_size > 1_000_000
 
 
 def test_blocks_are_kept_as_fills_not_cells(medium):

@@ -40,6 +40,19 @@ def layer_sheet(i: int, stack: str = "") -> str:
     return {"": "Layer", "enc.": "Encoder", "dec.": "Decoder"}[stack] + str(i)
 
 
+def pairwise_cells(spec: Spec) -> int:
+    """Cells of every self-attention head's pairwise view: W_QK (with its bias row and
+    column), X · W_QK and the scores from them."""
+    m = spec.model
+    size, T = m.d_model + 1, m.max_seq
+    return (m.n_layer + m.n_enc_layer) * m.n_head * (size * size + T * size + T * T)
+
+
+def with_pairwise(spec: Spec) -> bool:
+    """Whether the workbook has a Pairwise sheet: not when it would be too big."""
+    return pairwise_cells(spec) <= PAIRWISE_MAX_CELLS
+
+
 def build(spec: Spec, params: Params, text: str, sheet: SheetLimits = EXCEL) -> Book:
     """The whole workbook for `spec` with `params`, showing `text` in the input cell,
     laid out for sheets of `sheet`'s size (Excel's unless a test says otherwise)."""
@@ -138,14 +151,12 @@ class _Builder:
     def with_pairwise(self) -> bool:
         """The Pairwise sheet, unless it would be too big (then a notice says so)."""
         m = self.m
-        heads = (m.n_layer + m.n_enc_layer) * m.n_head
-        if not heads:
+        if not m.n_layer + m.n_enc_layer:
             return False
-        size = m.d_model + 1  # W_QK with its bias row and column
-        cells = heads * (size * size + self.T * size + self.T * self.T)
-        if cells > PAIRWISE_MAX_CELLS:
-            self.book.notices.append(f"the Pairwise sheet is left out: it would add {cells:,} "
-                                     f"formula cells (more than {PAIRWISE_MAX_CELLS:,})")
+        if not with_pairwise(self.spec):
+            self.book.notices.append(
+                f"the Pairwise sheet is left out: it would add {pairwise_cells(self.spec):,} "
+                f"formula cells (more than {PAIRWISE_MAX_CELLS:,})")
             return False
         return True
 
@@ -548,9 +559,11 @@ class _Builder:
     def linear(self, name: str, area: Area, x: Area, here: str) -> Area:
         """x @ W + b, one MMULT of an input row and a weight column per cell."""
         w, b = self.w[f"{name}.weight"], self.w.get(f"{name}.bias")
-        return self.fill(name, area, lambda i, j: f.linear(
-            x.rows_ref(i, here), w.col_ref(j, here),
-            None if b is None else b.ref(0, j, here, True)))
+        # Each row and column is named once per block, not once per cell.
+        rows = [x.rows_ref(i, here) for i in range(area.nrows)]
+        cols = [w.col_ref(j, here) for j in range(area.ncols)]
+        bias = [None if b is None else b.ref(0, j, here, True) for j in range(area.ncols)]
+        return self.fill(name, area, lambda i, j: f.linear(rows[i], cols[j], bias[j]))
 
     def attention(self, flow: Flow, p: str, x: Area, resid: str) -> tuple[Area, Area | None]:
         m, S, a = self.m, flow.sheet, f"{p}.attn"
@@ -621,8 +634,9 @@ class _Builder:
         # The causal mask is visible in the ranges: row i reads keys 0..i only, and the
         # hidden entries are the constant 0.
         width = (lambda i: i + 1) if causal else (lambda i: T)
-        self.fill(f"{n}.scores", scores, lambda i, j: f.scaled_dot(
-            q.rows_ref(i, S), k.rows_ref(j, S), scale) if j < width(i) else f.zero())
+        qs, ks = ([t.rows_ref(i, S) for i in range(T)] for t in (q, k))
+        self.fill(f"{n}.scores", scores, lambda i, j: f.scaled_dot(qs[i], ks[j], scale)
+                  if j < width(i) else f.zero())
         self.fill(f"{n}.max", mx, lambda i, _: f.row_max(
             scores.window(i, 0, 1, width(i)).full_ref(S)))
         self.fill(f"{n}.exp", ex, lambda i, j: f.exp_shifted(

@@ -55,10 +55,12 @@ def block_rows(body: Callable[[int, int], str], ncols: int) -> Callable[[int], l
     if any(FUNCTIONS.values()):
         return lambda i: [prepare(body(i, j)) for j in range(ncols)]
 
+    check, columns = limits.check_formula, range(ncols)
+
     def row(i: int) -> list[str]:
-        out = ["=" + body(i, j) for j in range(ncols)]
+        out = ["=" + body(i, j) for j in columns]
         for formula in out:
-            limits.check_formula(formula)
+            check(formula)
         return out
 
     return row

@@ -140,13 +140,17 @@ def _entry(name: str) -> zipfile.ZipInfo:
 
 
 class _FastCell(XlCell):
-    """An openpyxl cell whose style id is worked out once, not at every write."""
+    """An openpyxl cell whose style is worked out once, not at every write."""
 
     __slots__ = ("_sid",)
 
     @property
     def style_id(self) -> int:
         return self._sid
+
+    @property
+    def has_style(self) -> bool:
+        return self._sid != 0
 
 
 class _Looks:
