@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import a1, recalc, reference
+from . import a1, builder, recalc, reference
 from .reader import Built, cell_value, open_values, oriented, read_block, read_built
 
 # LibreOffice saves 15 significant digits; the engines' own arithmetic differs from
@@ -59,10 +59,11 @@ def compare(built: Built, values, engine: str) -> list[BlockCheck]:
 
 
 def _left_out(built: Built, trace: dict) -> set[str]:
-    """The pairwise view's blocks, when the workbook has none of them: a big model's
-    build leaves the Pairwise sheet out (and says so)."""
-    pairwise = {name for name in trace if PAIRWISE_BLOCK.search(name)}
-    return pairwise if not pairwise & set(built.names) else set()
+    """The pairwise view's blocks when the build leaves the Pairwise sheet out (a big
+    model; the build says so). Otherwise every one of them must be in the workbook."""
+    if builder.with_pairwise(built.spec):
+        return set()
+    return {name for name in trace if PAIRWISE_BLOCK.search(name)}
 
 
 def _rounding_spread(built: Built, trace: dict) -> dict[str, np.ndarray]:
