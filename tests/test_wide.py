@@ -116,6 +116,7 @@ def test_gpt2s_vocabulary_is_planned_within_excels_limits(tied):
     want = (VOCAB_WIDE - {"input.onehot"}) | ({"lm_head.weight", "lm_head.bias"} - (
         {"lm_head.weight", "lm_head.bias"} if tied else set()))
     assert set(transposed_blocks(spec)) == want
+    assert any("run down the rows" in notice for notice in book.notices)  # said on build
     assert book.names[TRANSPOSED].ncols == len(want)  # the list verify reads
     shapes = {name: (book.names[name].nrows, book.names[name].ncols) for name in book.names}
     assert shapes["vocab"] == (V, 1) and shapes["wte"] == (V, d) and shapes["wpe"] == (1024, d)

@@ -761,6 +761,8 @@ class _Builder:
         self.label(S, row, 1, "Chart", "subheading")
         self.label(S, row + 1, 2, f"no chart: the {V:,} tokens run down the rows; column "
                    "'pos i' of probs is position i's distribution")
+        self.book.notices.append(f"the vocabulary ({V:,} tokens) is wider than a sheet: its "
+                                 "blocks run down the rows, and there is no probability chart")
 
     def decoded(self, flow: Flow, ids: Area, chars: Area, choice: Callable[[int], str],
                 mx: Area, sm: Area) -> None:
