@@ -124,4 +124,5 @@ def test_an_interrupted_build_writes_nothing(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted: nothing written" in err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
     assert list(tmp_path.iterdir()) == []

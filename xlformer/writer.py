@@ -109,14 +109,34 @@ def write(book: Book, fh, progress: Progress | None = None) -> None:
     sheets = [(sheet, wb.create_sheet(sheet.name)) for sheet in book.sheets.values()]
     if sheets:
         sheets[0][1].sheet_view.tabSelected = True  # opens on the first sheet, the guide
-    for sheet, ws in sheets:
-        _write_sheet(ws, sheet, looks, progress or (lambda _sheet, _cells: None))
-    for name, area in book.names.items():
-        wb.defined_names[name] = DefinedName(name, attr_text=area.full_ref("", absolute=True))
-    wb.properties.creator = "xlformer"
-    wb.properties.created = wb.properties.modified = EPOCH
-    archive = _FixedTimeZip(fh, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
-    ExcelWriter(wb, archive).save()  # closes the archive
+    try:
+        for sheet, ws in sheets:
+            _write_sheet(ws, sheet, looks, progress or (lambda _sheet, _cells: None))
+        for name, area in book.names.items():
+            wb.defined_names[name] = DefinedName(name,
+                                                 attr_text=area.full_ref("", absolute=True))
+        wb.properties.creator = "xlformer"
+        wb.properties.created = wb.properties.modified = EPOCH
+        archive = _FixedTimeZip(fh, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+        ExcelWriter(wb, archive).save()  # closes the archive
+    except BaseException:
+        _abandon([ws for _, ws in sheets])
+        raise
+
+
+def _abandon(worksheets) -> None:
+    """After an error or Ctrl-C: stop openpyxl's half-written sheets now, and delete
+    their temporary files, rather than leave both to interpreter shutdown (which
+    prints tracebacks and, on a hard exit, leaves gigabytes in the temp folder)."""
+    for ws in worksheets:
+        with contextlib.suppress(Exception):
+            if ws._rows is not None:
+                ws._rows.close()  # ends the rows' generator while its file is open
+        if ws._writer is not None:
+            with contextlib.suppress(Exception):
+                ws._writer.close()
+            with contextlib.suppress(OSError):
+                os.remove(ws._writer.out)
 
 
 class _FixedTimeZip(zipfile.ZipFile):
