@@ -12,6 +12,7 @@ wrap, as GPT-2-sized ones would on Excel's sheets.
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
 
@@ -20,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import lazy_recalc
 from openpyxl import load_workbook
+from specgen import random_tables, random_text, to_toml
 
 from xlformer import builder, catalog, recalc, writer
 from xlformer.a1 import MAX_COLS, MAX_ROWS
@@ -216,3 +218,50 @@ def test_weights_continue_on_more_sheets_and_bands_wrap(built):
         assert ws.cell(act.row - 2, act.col).value and ws.cell(act.row, 1).value == "pos 0"
     for area in b.names.values():
         assert area.col + area.ncols - 1 <= SMALL.cols or area.ncols > SMALL.cols - 2, area
+
+
+# Seeded random configurations (tests/specgen.py) on small random sheets: vocabularies
+# down the rows, wrapped bands and weights over many sheets, in combinations no fixed
+# spec has; n_positions above max_seq where positions are learned.
+RANDOM_SEEDS = range(4)
+
+
+def random_case(seed: int) -> tuple[str, SheetLimits, str]:
+    rng = random.Random(seed)
+    tables = random_tables(rng, f"random-wide-{seed}", ["learned", "none"][seed % 2],
+                           ["pre", "post"][seed // 2 % 2])
+    m = tables["model"]
+    if m["positions"] == "learned":
+        m["n_positions"] = m["max_seq"] + rng.randint(1, 5)
+    V = len(tables["vocab"]["tokens"])  # fewer columns than the input band needs: down
+    sheet = SheetLimits(rows=rng.randint(24, 60), cols=rng.randint(8, V + 7))
+    text = random_text(rng, tables["vocab"]["tokens"], m["max_seq"])
+    return to_toml(tables), sheet, text
+
+
+@pytest.fixture(scope="module")
+def random_built(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("random-wide")
+    paths = {}
+    for seed in RANDOM_SEEDS:
+        source, sheet, text = random_case(seed)
+        spec = parse_spec(source)
+        paths[seed] = folder / f"{seed}.xlsx"
+        writer.save(builder.build(spec, make_weights(spec), text, sheet), paths[seed])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def random_recomputed(random_built, tmp_path_factory):
+    return lazy_recalc(random_built, tmp_path_factory)
+
+
+@pytest.mark.parametrize("engine", recalc.ENGINES)
+@pytest.mark.parametrize("seed", RANDOM_SEEDS)
+def test_random_specs_on_small_sheets_match_the_reference(seed, engine, random_built,
+                                                          random_recomputed):
+    b = read_built(random_built[seed])
+    assert b.transposed and "logits" in b.transposed  # every vocabulary here runs down
+    checks = compare(b, open_values(random_recomputed(engine)[seed]), engine)
+    failed = [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]
+    assert not failed, f"spec:\n{random_case(seed)}\n" + "\n".join(failed)
