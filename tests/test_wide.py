@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers import lazy_recalc
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
 from openpyxl import load_workbook
 from specgen import random_tables, random_text, to_toml
 
@@ -265,3 +267,24 @@ def test_random_specs_on_small_sheets_match_the_reference(seed, engine, random_b
     checks = compare(b, open_values(random_recomputed(engine)[seed]), engine)
     failed = [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]
     assert not failed, f"spec:\n{random_case(seed)}\n" + "\n".join(failed)
+
+
+@settings(max_examples=25, derandomize=True, deadline=None, database=None,
+          phases=[Phase.generate])
+@given(st.randoms(use_true_random=False), st.integers(12, 80), st.integers(8, 40))
+def test_any_spec_is_laid_out_within_the_sheet_it_is_planned_for(rng, rows, cols):
+    """Blocks never overlap (the writer refuses a cell written twice) and stay within the
+    planned sheet, except a block too wide or a weight array too tall for it alone."""
+    spec = parse_spec(to_toml(random_tables(rng, "laid-out")))
+    book = builder.build(spec, make_weights(spec), "", SheetLimits(rows=rows, cols=cols))
+    writer.to_bytes(book)
+    weights = set(expected_shapes(spec))
+    placed = {n: a for n, a in book.names.items() if not any(  # not a window of a block
+        o != a and o.sheet == a.sheet and o.row <= a.row and o.col <= a.col
+        and a.row + a.nrows <= o.row + o.nrows and a.col + a.ncols <= o.col + o.ncols
+        for o in book.names.values())}
+    for name, area in placed.items():
+        if area.ncols <= cols - 2:
+            assert area.col + area.ncols - 1 <= cols, (name, area)
+        if name in weights and area.nrows <= rows - 7:
+            assert area.row + area.nrows - 1 <= rows, (name, area)
