@@ -288,3 +288,43 @@ def test_any_spec_is_laid_out_within_the_sheet_it_is_planned_for(rng, rows, cols
             assert area.col + area.ncols - 1 <= cols, (name, area)
         if name in weights and area.nrows <= rows - 7:
             assert area.row + area.nrows - 1 <= rows, (name, area)
+
+
+# Generating templates (decoder-only and an encoder-decoder) on a sheet just wide enough
+# for their vocabulary and 80 rows high: their bands wrap and their weights continue on
+# more sheets, while the vocabulary stays across (generation needs it so).
+GENERATING = ("alphabet", "rhymes", "copy")
+
+
+@pytest.fixture(scope="module")
+def generating(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("generating")
+    paths = {}
+    for name in GENERATING:
+        spec = load_spec(catalog.resolve(name))
+        V = max(len(spec.vocab), len(spec.out_vocab))
+        book = builder.build(spec, make_weights(spec), spec.input, SheetLimits(80, V + 8))
+        assert not builder.transposed_blocks(spec, SheetLimits(80, V + 8))
+        wide = builder.build(spec, make_weights(spec), spec.input)  # Excel's sheet
+        wrapped = {n for n, a in book.names.items() if a.col == 3 < wide.names[n].col}
+        assert wrapped or name == "alphabet", name  # blocks moved to the start of a new band
+        paths[name] = folder / f"{name}.xlsx"
+        writer.save(book, paths[name])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def generating_recomputed(generating, tmp_path_factory):
+    return lazy_recalc(generating, tmp_path_factory)
+
+
+@pytest.mark.parametrize("engine", recalc.ENGINES)
+@pytest.mark.parametrize("name", GENERATING)
+def test_generation_on_wrapped_bands_and_more_weight_sheets(name, engine, generating,
+                                                           generating_recomputed):
+    b = read_built(generating[name])
+    if name != "alphabet":  # alphabet's weights are few
+        assert {"Weights2", "Weights3"} <= {a.sheet for a in b.names.values()}
+    checks = compare(b, open_values(generating_recomputed(engine)[name]), engine)
+    failed = [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]
+    assert not failed, failed
