@@ -1,16 +1,18 @@
 """How far the compiler scales: a ladder of model sizes, from the classroom templates to
 the GPT-2-small shape, each built in its own process.
 
-    python benchmarks/scale.py [--max-rung NAME] [--recalc-cap SECONDS] [--mem-cap GB]
+    python benchmarks/scale.py [--max-rung NAME | --only A,B] [--recalc-cap SECONDS]
+                               [--mem-cap GB]
 
 Per rung it prints a Markdown table row: parameters, cells written, formula cells, the
 cells those formulas read against the model's multiply-adds (xlformer/work.py), build
 wall time (weights in hand -> file on disk, as `xlformer build` does it), cells per
 second, peak memory of the build process (ru_maxrss) and how much of it is beyond the
-weights, file size, bytes per parameter; then the same numbers of numeric, formula and
-text cells (formulas and texts of the same average length) written straight through
-openpyxl's write-only mode in another process, and the ratio of the two throughputs;
-then the time LibreOffice takes to recompute the file (start-up and saving included).
+weights (the peak less the weight arrays' bytes), file size, bytes per parameter; then
+the same numbers of numeric, formula and text cells (formulas and texts of the same
+average length) written straight through openpyxl's write-only mode in another process,
+and the ratio of the two throughputs; then the time LibreOffice takes to recompute the
+file (start-up and saving included).
 
 Guards keep it finishing on a small machine: a rung whose parameters alone would need
 more than --mem-cap at the bytes per cell measured on the last rung built, or more than
@@ -139,7 +141,8 @@ def child_build(rung: Rung, path: Path) -> dict:
     t0 = time.perf_counter()
     params = make_weights(spec)
     t1 = time.perf_counter()
-    out.update(weights_s=t1 - t0, weights_mb=peak_mb())
+    out.update(weights_s=t1 - t0, weights_mb=peak_mb(),
+               weights_bytes=sum(int(v.nbytes) for v in params.values()))
     book = builder.build(spec, params, spec.text)
     t2 = time.perf_counter()
     out.update(book_s=t2 - t1, book_mb=peak_mb())
@@ -269,6 +272,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     names = [r.name for r in ladder()]
+    parser.add_argument("--only", help="comma-separated rungs to run instead of the ladder")
     parser.add_argument("--max-rung", choices=names, default=names[-1],
                         help="last rung to try (default: the GPT-2 shape)")
     parser.add_argument("--mem-cap", type=float, default=6.0,
@@ -290,7 +294,10 @@ def main() -> None:
         sheets = json.loads(Path(args.baseline).read_text())
         print(json.dumps(child_baseline(sheets, Path(args.out))))
         return
-    run(ladder()[:names.index(args.max_rung) + 1], args)
+    rungs = ladder()[:names.index(args.max_rung) + 1]
+    if args.only:
+        rungs = [r for r in ladder() if r.name in args.only.split(",")]
+    run(rungs, args)
 
 
 HEADER = ("| rung | params | cells | formulas | cells read | multiply-adds | read/MAC "
@@ -353,7 +360,7 @@ def run(rungs: list[Rung], args) -> None:
             print(f"| {rung.name} | {got['params']:,} | {cells:,} | {got['formulas']:,} "
                   f"| {got['reads']:,} | {got['macs']:,} | {got['reads'] / got['macs']:.2f} "
                   f"| {secs:.2f} | {rate:,.0f} | {got['save_mb']:,.0f} "
-                  f"| {got['save_mb'] - got['weights_mb']:,.0f} | {got['bytes'] / MB:.2f} "
+                  f"| {got['save_mb'] - got['weights_bytes'] / MB:,.0f} | {got['bytes'] / MB:.2f} "
                   f"| {got['bytes'] / got['params']:.1f} | {fmt(base_rate)} "
                   f"| {fmt(base_rate and rate / base_rate, '.2f')} "
                   f"| {fmt(seconds, '.1f')} |", flush=True)

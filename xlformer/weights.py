@@ -88,19 +88,21 @@ def _linear(name: str, n_in: int, n_out: int, bias: bool) -> dict[str, tuple[int
 
 def make_weights(spec: Spec, file: Path | None = None) -> Params:
     """The spec's weights as the workbook holds them; `file` (an .npz) overrides the spec."""
-    raw = _source(spec, file)  # each raw array is dropped once rounded: one copy at a time
-    return {name: to_sheet_precision(raw.pop(name)) for name in list(raw)}
+    raw = _source(spec, file)  # fresh arrays, rounded in place: no second copy
+    return {name: to_sheet_precision(raw.pop(name), in_place=True) for name in list(raw)}
 
 
-def to_sheet_precision(value: np.ndarray) -> np.ndarray:
+def to_sheet_precision(value: np.ndarray, in_place: bool = False) -> np.ndarray:
     """Round to 15 significant digits: what spreadsheets show and LibreOffice saves
     (openpyxl itself writes 16). The reference then runs on exactly the numbers that
     every engine reads from the file.
 
     The same numbers as `float(f"{x:.15g}")`, without -0.0, computed with NumPy in
-    chunks (124M weights take seconds, not minutes); see `_round15`."""
+    chunks (124M weights take seconds, not minutes); see `_round15`. `in_place`: the
+    caller gives up `value`, which is overwritten when it is a float64 array."""
     flat = np.asarray(value, dtype=np.float64).ravel()
-    out = np.empty_like(flat)
+    own = in_place and flat.flags.writeable and np.shares_memory(flat, value)
+    out = flat if own else np.empty_like(flat)
     for start in range(0, flat.size, CHUNK):
         out[start:start + CHUNK] = _round15(flat[start:start + CHUNK])
     return out.reshape(np.shape(value))
