@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -260,8 +261,19 @@ def recalc_time(path: Path, cap: float, tmp: Path) -> tuple[float | None, str]:
     try:
         recalc.recalc([path], "libreoffice", tmp / "recalc", timeout=cap)
     except recalc.EngineError as e:
-        return None, str(e).split(":")[0]
+        seconds = time.perf_counter() - start
+        lines = [line for line in str(e).splitlines() if line.startswith("Error")]
+        return None, (f"{str(e).split(':')[0]} after {seconds:.0f} s "
+                      f"({lines[-1] if lines else 'no message'}); {largest_part(path)}")
     return time.perf_counter() - start, ""
+
+
+def largest_part(path: Path) -> str:
+    """The biggest part of a workbook, unzipped: LibreOffice 7.4 loads no part over 2 GiB
+    (a sheet of 1.9 GiB of XML loads, one of 2.1 GiB is refused)."""
+    with zipfile.ZipFile(path) as z:
+        part = max(z.infolist(), key=lambda i: i.file_size)
+    return f"its largest part, {part.filename}, is {part.file_size / GB:.2f} GiB unzipped"
 
 
 def fmt(x, spec=",.0f") -> str:
