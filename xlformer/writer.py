@@ -214,7 +214,7 @@ def _write_sheet(ws, sheet: Sheet, looks: _Looks, progress: Progress) -> None:
     last_row, last_col = sheet.bounds()
     for row in _Rows(ws, sheet, looks):
         ws.append(iter(row))  # a generator: openpyxl takes no other iterable
-        progress(sheet.name, row.size)
+        progress(f"{sheet.name} {row.block}", row.size)
     _present(ws, sheet, last_row, last_col)
 
 
@@ -287,6 +287,8 @@ class _Row:
     def __init__(self, rows: _Rows, r: int, parts: list):
         self.rows, self.r, self.parts = rows, r, parts
         self.size = sum(len(v) if f is not None else 1 for _, f, v in parts)
+        blocks = [(len(v), f.name) for _, f, v in parts if f is not None]
+        self.block = max(blocks)[1] if blocks else ""  # the widest, for the progress bar
 
     def __iter__(self) -> Iterator[XlCell]:
         rows, r, free = self.rows, self.r, 1
