@@ -154,7 +154,7 @@ def child_build(rung: Rung, path: Path) -> dict:
     out.update(sheets=[composition(sheet) for sheet in book.sheets.values()])
     w = work.count(book)
     readers: dict[str, int] = {}  # every layer and head folded together
-    for name, bw in work.by_block(book).items() if out["save_s"] < 300 else ():
+    for name, bw in work.by_block(book).items():
         if not WINDOW.search(name):
             family = re.sub(r"head\d+", "head*", re.sub(r"^h\.\d+\.", "h.*.", name))
             readers[family] = readers.get(family, 0) + bw.reads

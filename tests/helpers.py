@@ -74,3 +74,8 @@ ANSWERS = {
     "atbash": lambda text: text.translate(ATBASH),
     "transpose": transposed,
 }
+
+
+def failures(checks) -> list[str]:
+    """The failed block checks, each with its problems, for an assertion message."""
+    return [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import lazy_recalc
+from helpers import failures, lazy_recalc
 from safetensors.numpy import save_file
 
 from xlformer import builder, checkpoint, recalc, reference, writer
@@ -165,7 +165,7 @@ def recomputed(built, tmp_path_factory):
 @pytest.mark.parametrize("case", ["conv1d-npz", "linear-safetensors"])
 def test_imported_workbook_matches_the_reference_in_engines(case, engine, built, recomputed):
     checks = compare(read_built(built[case]), open_values(recomputed(engine)[case]), engine)
-    failed = [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]
+    failed = failures(checks)
     assert not failed, "\n".join(failed)
     assert {"logits", "h.1.attn.head1.weights", "output_text"} <= {c.block for c in checks}
 

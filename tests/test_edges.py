@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import lazy_recalc
+from helpers import failures, lazy_recalc
 
 from xlformer import builder, recalc, reference, writer
 from xlformer.guide import GUIDE
@@ -54,7 +54,7 @@ def _trace(path: Path):
 @pytest.mark.parametrize("case", CASES)
 def test_every_block_matches_reference(case, engine, built, recomputed):
     checks = compare(read_built(built[case]), open_values(recomputed(engine)[case]), engine)
-    failed = [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]
+    failed = failures(checks)
     assert not failed, "\n".join(failed)
 
 

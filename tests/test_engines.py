@@ -10,7 +10,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from helpers import ANSWERS, build_template, lazy_recalc
+from helpers import ANSWERS, build_template, failures, lazy_recalc
 
 from xlformer import catalog, recalc, reference, train
 from xlformer.reader import cell_value, open_values, read_block, read_built
@@ -109,7 +109,7 @@ def recomputed(built, tmp_path_factory):
 def test_every_block_matches_reference(case, engine, built, recomputed):
     workbook = read_built(built[case])
     checks = compare(workbook, open_values(recomputed(engine)[case]), engine)
-    failed = [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]
+    failed = failures(checks)
     assert not failed, "\n".join(failed)
     names = {c.block for c in checks}
     assert {"h.0.attn.head0.weights", "probs", "output_text", "error values"} <= names

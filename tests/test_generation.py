@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import openpyxl
 import pytest
-from helpers import build_template, lazy_recalc
+from helpers import build_template, failures, lazy_recalc
 from test_engines import type_text
 
 from xlformer import builder, reference, writer
@@ -183,7 +183,7 @@ def test_generation_matches_the_step_by_step_decode(case, engine, built, recompu
     """Every block, gen.ids position by position, and the generated text."""
     workbook = read_built(built[case])
     checks = compare(workbook, open_values(recomputed(engine)[case]), engine)
-    failed = [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]
+    failed = failures(checks)
     assert not failed, "\n".join(failed)
     assert {"gen.ids", "output_text", "error values"} <= {c.block for c in checks}
 

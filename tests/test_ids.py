@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import lazy_recalc
+from helpers import failures, lazy_recalc
 from openpyxl import load_workbook
 from test_checkpoint import N_CTX, N_HEAD, V, gpt2_checkpoint, gpt2_forward, write
 
@@ -120,7 +120,7 @@ def test_ids_workbooks_match_the_reference_in_engines(case, engine, books, recom
     built = read_built(books[case])
     values = open_values(recomputed(engine)[case])
     checks = compare(built, values, engine)
-    failed = [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]
+    failed = failures(checks)
     assert not failed, "\n".join(failed)
     trace = reference.forward(built.spec, built.params, built.text)
     assert set(trace) <= {c.block for c in checks} and "input.onehot" not in trace

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from click.testing import CliRunner
-from helpers import require_engine
+from helpers import failures, require_engine
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from specgen import random_tables, random_text, to_toml
@@ -44,7 +44,7 @@ def test_any_small_valid_spec_matches_the_reference_in_both_engines(rng):
         for engine in recalc.ENGINES:
             [out] = recalc.recalc([path], engine, Path(tmp) / engine)
             checks = compare(built, open_values(out), engine)
-            failed = [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]
+            failed = failures(checks)
             assert not failed, f"{engine}, text {text!r}:\n{spec.source}\n" + "\n".join(failed)
 
 

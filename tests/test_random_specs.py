@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from helpers import lazy_recalc
+from helpers import failures, lazy_recalc
 from specgen import random_tables, random_text, to_toml
 
 from xlformer import builder, recalc, reference, writer
@@ -68,6 +68,6 @@ def test_the_random_specs_cover_every_switch():
 def test_random_spec_matches_reference(seed, engine, cases, recomputed):
     built = read_built(cases[seed])
     checks = compare(built, open_values(recomputed(engine)[seed]), engine)
-    failed = [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]
+    failed = failures(checks)
     assert not failed, f"spec:\n{random_spec(seed)}\n" + "\n".join(failed)
     assert len(checks) == len(reference.forward(built.spec, built.params, built.text)) + 2

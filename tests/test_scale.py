@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import require_engine
+from helpers import failures, require_engine
 
 from xlformer import builder, writer
 from xlformer.book import FORMULA, NUMBER, Book, Cell, Fill
@@ -41,7 +41,7 @@ def test_a_medium_model_streamed_matches_the_reference(medium, engine):
     _, book, path = medium
     require_engine(engine)
     checks = verify(path, (engine,))
-    failed = [c for c in checks if not c.ok]
+    failed = failures(checks)
     assert not failed, failed[:3]
     checked = {c.block for c in checks}
     assert {"h.3.mlp.c_proj", "logits", "probs", "output_text"} <= checked

@@ -19,7 +19,7 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import lazy_recalc
+from helpers import failures, lazy_recalc
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from openpyxl import load_workbook
@@ -179,7 +179,7 @@ def test_the_narrow_sheet_stores_the_vocabulary_blocks_transposed(case, built):
 def test_transposed_blocks_match_the_reference_in_engines(case, engine, built, recomputed):
     b = read_built(built[case])
     checks = compare(b, open_values(recomputed(engine)[case]), engine)
-    failed = [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]
+    failed = failures(checks)
     assert not failed, failed
     compared = {c.block for c in checks}
     assert b.transposed - {"lm_head.weight", "lm_head.bias"} <= compared
@@ -265,7 +265,7 @@ def test_random_specs_on_small_sheets_match_the_reference(seed, engine, random_b
     b = read_built(random_built[seed])
     assert b.transposed and "logits" in b.transposed  # every vocabulary here runs down
     checks = compare(b, open_values(random_recomputed(engine)[seed]), engine)
-    failed = [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]
+    failed = failures(checks)
     assert not failed, f"spec:\n{random_case(seed)}\n" + "\n".join(failed)
 
 
@@ -326,5 +326,5 @@ def test_generation_on_wrapped_bands_and_more_weight_sheets(name, engine, genera
     if name != "alphabet":  # alphabet's weights are few
         assert {"Weights2", "Weights3"} <= {a.sheet for a in b.names.values()}
     checks = compare(b, open_values(generating_recomputed(engine)[name]), engine)
-    failed = [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]
+    failed = failures(checks)
     assert not failed, failed

@@ -112,11 +112,14 @@ class Sheet:
                 return fill.cell(row - a.row, col - a.col)
         return None
 
-    def items(self) -> Iterator[tuple[tuple[int, int], Cell]]:
-        """Every cell, single cells first, then each block row by row (for counting and
-        checking; the writer streams rows instead)."""
-        yield from self.cells.items()
+    def items(self, kind: str | None = None) -> Iterator[tuple[tuple[int, int], Cell]]:
+        """Every cell (or every cell of one kind: other blocks are not made), single cells
+        first, then each block row by row; for counting and checking, as the writer
+        streams rows instead."""
+        yield from ((p, c) for p, c in self.cells.items() if kind in (None, c.kind))
         for fill in self.fills:
+            if kind not in (None, fill.kind):
+                continue
             a = fill.area
             for i in range(a.nrows):
                 for j, value in enumerate(fill.row(i)):
@@ -153,11 +156,7 @@ class Book:
     def formulas(self) -> Iterator[str]:
         """Every formula in the book (blocks of numbers are not read)."""
         for sheet in self.sheets.values():
-            yield from (str(c.value) for c in sheet.cells.values() if c.kind == FORMULA)
-            for fill in sheet.fills:
-                if fill.kind == FORMULA:
-                    for i in range(fill.area.nrows):
-                        yield from fill.row(i)
+            yield from (str(c.value) for _, c in sheet.items(FORMULA))
 
     def counts(self) -> tuple[int, int]:
         """(cells written, of which formulas)."""

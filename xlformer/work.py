@@ -111,13 +111,13 @@ def by_block(book: Book) -> dict[str, Work]:
     """The same count inside each computed block (a head's q is a window of c_attn,
     so windows and the blocks they lie in both count their cells)."""
     out, known = {}, _sizes(book.names)
-    cells = {name: dict(sheet.items()) for name, sheet in book.sheets.items()}
+    cells = {name: dict(sheet.items(FORMULA)) for name, sheet in book.sheets.items()}
     for name, area in book.blocks.items():
         work = Work(0, 0)
         for i in range(area.nrows):
             for j in range(area.ncols):
                 cell = cells[area.sheet].get(area.at(i, j))
-                if cell is not None and cell.kind == FORMULA:
+                if cell is not None:
                     work += Work(1, sum(_references(str(cell.value), known)))
         out[name] = work
     return out
