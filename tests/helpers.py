@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import string
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,16 +46,68 @@ def build_template(name: str, path: Path, text: str | None = None) -> Path:
     return path
 
 
-def lazy_recalc(paths: dict, folder_factory):
-    """engine -> {key: recomputed path}: all files in one engine run, on first use."""
+class Workbooks(Mapping):
+    """key -> workbook path, each built on first use by `make(key)`.
+
+    `wanted` are the keys the tests this run selected ask for (see `selected`):
+    `lazy_recalc` recomputes all of them in one engine run, so `-k` on one case builds
+    and recomputes that case alone."""
+
+    def __init__(self, keys: Iterable, make: Callable[[Any], Path], wanted: Iterable = ()):
+        self._keys, self._make, self._paths = list(keys), make, {}
+        self.wanted = [k for k in self._keys if k in set(wanted)]
+
+    def __getitem__(self, key) -> Path:
+        if key not in self._paths:
+            if key not in self._keys:
+                raise KeyError(key)
+            self._paths[key] = self._make(key)
+        return self._paths[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def selected(request, argname: str) -> set:
+    """The values of parameter `argname` in the tests of the requesting module that this
+    run will execute (after -k, -m and deselection)."""
+    module = request.module.__name__
+    return {item.callspec.params[argname] for item in request.session.items
+            if item.module.__name__ == module and hasattr(item, "callspec")
+            and argname in item.callspec.params}
+
+
+def lazy_recalc(paths: Mapping, folder_factory):
+    """engine -> {key: recomputed path}, computed on first look-up: the key and every
+    other key the run wants (`Workbooks.wanted`; all keys of a plain dict) in one engine
+    run. A key asked for later is recomputed in a run of its own."""
     done: dict[str, dict] = {}
 
-    def get(engine: str) -> dict:
+    class Recomputed(Mapping):
+        def __init__(self, engine: str):
+            self.engine, self.paths = engine, done.setdefault(engine, {})
+
+        def __getitem__(self, key) -> Path:
+            if key not in self.paths:
+                batch = [k for k in getattr(paths, "wanted", list(paths))
+                         if k not in self.paths and k != key] + [key]
+                out = recalc.recalc([paths[k] for k in batch], self.engine,
+                                    folder_factory.mktemp(self.engine))
+                self.paths.update(zip(batch, out, strict=True))
+            return self.paths[key]
+
+        def __iter__(self) -> Iterator:
+            return iter(paths)
+
+        def __len__(self) -> int:
+            return len(paths)
+
+    def get(engine: str) -> Recomputed:
         require_engine(engine)
-        if engine not in done:
-            out = recalc.recalc(list(paths.values()), engine, folder_factory.mktemp(engine))
-            done[engine] = dict(zip(paths, out, strict=True))
-        return done[engine]
+        return Recomputed(engine)
 
     return get
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import failures, lazy_recalc
+from helpers import Workbooks, failures, lazy_recalc, selected
 
 from xlformer import builder, recalc, reference, writer
 from xlformer.guide import GUIDE
@@ -30,14 +30,17 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> dict[str, Path]:
+def built(request, tmp_path_factory) -> Workbooks:
     folder = tmp_path_factory.mktemp("edges")
-    paths = {}
-    for case, (name, text) in CASES.items():
+
+    def make(case: str) -> Path:
+        name, text = CASES[case]
         spec = load_spec(SPECS / f"{name}.toml")
-        paths[case] = folder / f"{case}.xlsx"
-        writer.save(builder.build(spec, make_weights(spec), text), paths[case])
-    return paths
+        path = folder / f"{case}.xlsx"
+        writer.save(builder.build(spec, make_weights(spec), text), path)
+        return path
+
+    return Workbooks(CASES, make, selected(request, "case"))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from helpers import ANSWERS, build_template, failures, lazy_recalc
+from helpers import ANSWERS, Workbooks, build_template, failures, lazy_recalc, selected
 
 from xlformer import catalog, recalc, reference, train
 from xlformer.reader import cell_value, open_values, read_block, read_built
@@ -87,19 +87,23 @@ def type_text(path: Path, text: str | int) -> None:
     wb.save(path)
 
 
-@pytest.fixture(scope="session")
-def built(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("built")
-    paths = {}
-    for case, template, text, typed in CASES:
+@pytest.fixture(scope="module")
+def built(request, tmp_path_factory) -> Workbooks:
+    """Each case's workbook, made when first used; one engine run recomputes all the cases
+    that the selected tests use."""
+    folder, by_id = tmp_path_factory.mktemp("built"), {c[0]: c for c in CASES}
+
+    def make(case: str) -> Path:
+        _, template, text, typed = by_id[case]
         path = build_template(template, folder / f"{case}.xlsx", text)
         if typed is not None:
             type_text(path, typed)
-        paths[case] = path
-    return paths
+        return path
+
+    return Workbooks(IDS, make, selected(request, "case"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def recomputed(built, tmp_path_factory):
     return lazy_recalc(built, tmp_path_factory)
 
@@ -129,9 +133,9 @@ def test_hand_built_templates_output_their_answer(case, engine, built, recompute
 
 
 @pytest.mark.parametrize("engine", recalc.ENGINES)
-@pytest.mark.parametrize("case", [c for c in CASES if c[1] in TRAINED], ids=lambda c: c[0])
+@pytest.mark.parametrize("case", [c[0] for c in CASES if c[1] in TRAINED])
 def test_trained_templates_do_their_task(case, engine, built, recomputed):
-    name, template, text, typed = case
+    name, template, text, typed = next(c for c in CASES if c[0] == case)
     values = open_values(recomputed(engine)[name])
     want = train.answer(TRAINED[template], TRAINED[template].train.task, str(typed or text))
     assert cell_value(values, read_built(built[name]).names["output_text"]) == want

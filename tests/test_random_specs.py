@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from helpers import failures, lazy_recalc
+from helpers import Workbooks, failures, lazy_recalc, selected
 from specgen import random_tables, random_text, to_toml
 
 from xlformer import builder, recalc, reference, writer
@@ -36,16 +36,16 @@ def text_for(seed: int, spec) -> str:
 
 
 @pytest.fixture(scope="module")
-def cases(tmp_path_factory):
+def cases(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp("random")
-    out = {}
-    for seed in range(COUNT):
+
+    def make(seed: int):
         spec = parse_spec(random_spec(seed))
-        text = text_for(seed, spec)
         path = folder / f"random-{seed}.xlsx"
-        writer.save(builder.build(spec, make_weights(spec), text), path)
-        out[seed] = path
-    return out
+        writer.save(builder.build(spec, make_weights(spec), text_for(seed, spec)), path)
+        return path
+
+    return Workbooks(range(COUNT), make, selected(request, "seed"))
 
 
 @pytest.fixture(scope="module")
