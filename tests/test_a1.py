@@ -44,3 +44,21 @@ def test_out_of_sheet(rc):
 ])
 def test_sheet_prefix(sheet, want):
     assert a1.sheet_prefix(sheet) == want
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("B3:D4", (3, 2, 2, 3)),
+    ("A1", (1, 1, 1, 1)),
+    ("$A$1:$H$20", (1, 1, 20, 8)),
+    ("h20:a1", (1, 1, 20, 8)),  # lower case, corners in either order
+    ("XFD1048576", (1048576, 16384, 1, 1)),
+])
+def test_parse_span(text, want):
+    assert a1.parse_span(text) == want
+
+
+@pytest.mark.parametrize("text", ["", "A", "1", "A1:", ":B2", "A1:B2:C3", "A0", "XFE1",
+                                  "A1048577", "A-1", "AAAA1", "A1 B2"])
+def test_parse_span_rejects(text):
+    with pytest.raises(ValueError):
+        a1.parse_span(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 MAX_ROWS = 1_048_576
 MAX_COLS = 16_384
@@ -50,3 +51,29 @@ def sheet_prefix(sheet: str) -> str:
     if sheet.replace("_", "a").isalnum() and not sheet[0].isdigit():
         return f"{sheet}!"
     return "'" + sheet.replace("'", "''") + "'!"
+
+
+_CELL = r"\$?([A-Za-z]{1,3})\$?(\d{1,7})"
+_SPAN = re.compile(rf"{_CELL}(?::{_CELL})?")
+
+
+def parse_span(text: str) -> tuple[int, int, int, int]:
+    """The inverse of span: "B3:D4" -> (3, 2, 2, 3) as (row, col, nrows, ncols). Also
+    lower case, "$" and corners in either order, as a spreadsheet's Name Box takes them."""
+    match = _SPAN.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a cell or range like A1 or A1:H20")
+    letters = [g.upper() for g in match.groups()[0::2] if g]
+    numbers = [int(g) for g in match.groups()[1::2] if g]
+    cols = [_col_number(s) for s in letters]
+    for row, col in zip(numbers, cols, strict=True):
+        if not (1 <= row <= MAX_ROWS and 1 <= col <= MAX_COLS):
+            raise ValueError(f"{text!r} leaves the sheet (A1:XFD{MAX_ROWS})")
+    return min(numbers), min(cols), abs(numbers[-1] - numbers[0]) + 1, abs(cols[-1] - cols[0]) + 1
+
+
+def _col_number(letters: str) -> int:
+    col = 0
+    for ch in letters:
+        col = col * 26 + ord(ch) - 64
+    return col

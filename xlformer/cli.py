@@ -204,23 +204,38 @@ def _report(checks: list[BlockCheck]) -> None:
 @main.command("render")
 @click.argument("workbook", type=click.Path(path_type=Path))
 @click.option("--sheet", help="Sheet to draw (default: the first, the guide).")
+@click.option("--range", "cells",
+              help="Draw only these cells: a block by its defined name "
+                   "(h.0.attn.head0.weights), drawn with its title and labels, or a range "
+                   "(Layer0!A1:H20, or A1:H20 on --sheet).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="The .png to write.")
-@click.option("--dpi", type=click.IntRange(30, 300), default=100, show_default=True,
-              help="Resolution of the picture.")
-def render_cmd(workbook: Path, sheet: str | None, output: Path, dpi: int) -> None:
+@click.option("--dpi", type=click.IntRange(30, 300),
+              help=f"Resolution of the picture, which is then drawn whole. Default: fit "
+                   f"a projector, the highest resolution up to {render.FIT_DPI[1]} dpi at "
+                   f"which the picture is at most {render.FIT_WIDTH} pixels wide; a sheet "
+                   f"wider than that at {render.FIT_DPI[0]} dpi is cut to its left "
+                   f"{render.FIT_WIDTH} pixels.")
+def render_cmd(workbook: Path, sheet: str | None, cells: str | None, output: Path,
+               dpi: int | None) -> None:
     """Draw a recomputed sheet to a PNG (LibreOffice and pdftoppm)."""
-    if not workbook.is_file() or workbook.suffix.lower() != ".xlsx":
-        raise UserError(f"workbook {workbook} is not an .xlsx file")
     if output.suffix.lower() != ".png" or not output.parent.is_dir():
         raise UserError(f"output {output} must be a .png in an existing folder")
     try:
-        render.render([(workbook, sheet, output)], dpi=dpi)
-    except (recalc.EngineMissing, render.NoSuchSheet) as e:
+        what = sheet if cells is None else render.find_cells(workbook, cells, sheet)
+        if sheet is not None and isinstance(what, render.Cells) and what.sheet != sheet:
+            raise UserError(f"--range {cells} is on sheet {what.sheet!r}, not --sheet {sheet}")
+        drawn = render.draw([(workbook, what, output)], dpi=dpi)[0]
+    except (NotAWorkbook, recalc.EngineMissing, render.NoSuchSheet, render.BadRange) as e:
         raise UserError(str(e)) from None
     except recalc.EngineError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"wrote {output}")
+    click.echo(f"wrote {output}: {drawn.width} x {drawn.height} pixels at {drawn.dpi} dpi")
+    if drawn.cut_from:
+        part = "sheet" if cells is None else "range"
+        click.echo(f"note: the {part} is {drawn.cut_from:,} pixels wide at {drawn.dpi} dpi; the "
+                   f"picture shows its left {drawn.width:,} (--dpi N draws it whole"
+                   f"{', --range one block' if cells is None else ''})")
 
 
 @main.command("templates")

@@ -52,6 +52,29 @@ class NotAWorkbook(ValueError):
     """A file that is not an xlformer workbook."""
 
 
+def check_xlsx(path: Path) -> None:
+    """Say what is wrong with a file given as a workbook before anything opens it (a
+    NotAWorkbook names it): missing, a folder, not a zip, a zip but not a workbook."""
+    path = Path(path)
+    if not path.exists():
+        raise NotAWorkbook(f"{path} does not exist")
+    if path.is_dir():
+        raise NotAWorkbook(f"{path} is a folder, not an .xlsx workbook")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            parts = set(archive.namelist())
+    except zipfile.BadZipFile:
+        raise NotAWorkbook(f"{path} is not an .xlsx workbook: it is not a zip archive, "
+                           "which every .xlsx file is") from None
+    except OSError as e:
+        raise NotAWorkbook(f"{path} cannot be read: {e.strerror or e}") from None
+    if "xl/workbook.xml" not in parts:
+        raise NotAWorkbook(f"{path} is a zip archive but not an .xlsx workbook "
+                           "(it has no xl/workbook.xml)")
+    if path.suffix.lower() != ".xlsx":
+        raise NotAWorkbook(f"{path} is a workbook, but its name must end in .xlsx")
+
+
 def read_built(path: Path) -> Built:
     try:
         with warnings.catch_warnings():
