@@ -14,6 +14,7 @@ import random
 import re
 from dataclasses import replace
 
+import numpy as np
 import openpyxl
 import pytest
 from helpers import build_template, failures, lazy_recalc
@@ -93,8 +94,28 @@ TEACHER_CASES = {
     "teach-copy": ("copy", "hello", "help$"),
     "teach-alphabet": ("alphabet", "abc", "dexg"),
 }
+# Top-p typed into built workbooks: three recomputed workbooks.
+TOP_P_CASES = {
+    # At temperature 1 a uniform of 0.999 reaches into alphabet's tail of unlikely letters.
+    "top-p-alphabet": {"gen.temperature": 1, "gen.top_p": 0.99, "gen.uniform": [0.999] * 8},
+    # Tokens 2 and 3 tie exactly (see tied_pair); no top-k.
+    "top-p-tie": {"gen.top_k": 0, "gen.top_p": 0.5, "gen.uniform": [0.3] * 4},
+    # Not a number: top-p is off (top-k = 2 still acts), and a note says why.
+    "top-p-text": {"gen.top_p": "most"},
+}
+
+
+def tied_pair(spec):
+    """The sampled spec's weights with tokens 2 and 3 given the same output head column,
+    so every position gives them exactly the same logit and probability."""
+    params = make_weights(spec)
+    assert not spec.head.tied and not spec.head.bias
+    params["lm_head.weight"][:, 2] = params["lm_head.weight"][:, 3]
+    return params
+
+
 CASES = ([c[0] for c in TEMPLATE_CASES] + [f"gen-{seed}" for seed in range(COUNT)]
-         + ["typed-greedy", "typed-uniforms", "typed-top-k", *TEACHER_CASES])
+         + ["typed-greedy", "typed-uniforms", "typed-top-k", *TEACHER_CASES, *TOP_P_CASES])
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +139,15 @@ def built(tmp_path_factory):
         spec = parse_spec(random_generating_spec(SAMPLED_SEED))
         paths[case] = folder / f"{case}.xlsx"
         writer.save(builder.build(spec, make_weights(spec), PROMPT), paths[case])
+        type_controls(paths[case], controls)
+    for case, controls in TOP_P_CASES.items():
+        paths[case] = folder / f"{case}.xlsx"
+        if case == "top-p-alphabet":
+            build_template("alphabet", paths[case], "abc")
+        else:
+            spec = parse_spec(random_generating_spec(SAMPLED_SEED))
+            params = tied_pair(spec) if case == "top-p-tie" else make_weights(spec)
+            writer.save(builder.build(spec, params, PROMPT), paths[case])
         type_controls(paths[case], controls)
     return paths
 
@@ -376,6 +406,153 @@ def test_top_1_is_greedy_at_any_temperature():
         reference.generate(greedy, make_weights(greedy), PROMPT)[1]
 
 
+# --- top-p (nucleus) sampling ----------------------------------------------------------
+
+def test_nucleus_by_hand():
+    """Rows sorted high to low, summed, each token's mass ahead (of the tokens strictly
+    more probable), kept while that mass is below p. Dyadic numbers, so every sum is exact
+    and p can land exactly on a cumulative boundary."""
+    probs = np.array([[0.125, 0.25, 0.125, 0.5],
+                      [0.4, 0.4, 0.2, 0.0]])  # a tie at the top, and a token top-k dropped
+    desc, cum, ahead, _ = reference.nucleus(probs, 1.0)
+    assert desc.tolist() == [[0.5, 0.25, 0.125, 0.125], [0.4, 0.4, 0.2, 0.0]]
+    assert cum.tolist() == [[0.5, 0.75, 0.875, 1.0], [0.4, 0.8, 1.0, 1.0]]
+    assert ahead.tolist() == [[0.75, 0.5, 0.75, 0.0], [0.0, 0.0, 0.8, 1.0]]
+    kept = {
+        0.75: [[0, 1, 0, 1], [1, 1, 0, 0]],  # 0.5 + 0.25 reaches 0.75 exactly: enough
+        0.8: [[1, 1, 1, 1], [1, 1, 0, 0]],  # one 0.125 would do, but the two tie: both
+        0.81: [[1, 1, 1, 1], [1, 1, 1, 0]],
+        0.5: [[0, 0, 0, 1], [1, 1, 0, 0]],  # the tied 0.4s both have nothing ahead
+        0.01: [[0, 0, 0, 1], [1, 1, 0, 0]],  # the most probable is always kept
+    }
+    for p, want in kept.items():
+        assert reference.nucleus(probs, p)[3].tolist() == want, p
+    for off in (1.0, 1.5, 0.0, -0.5):  # 1 keeps all; the others are not a top-p at all
+        assert reference.nucleus(probs, off)[3].tolist() == [[1] * 4] * 2, off
+
+
+def _hand_sample(top_k: int, top_p: float, u: float):
+    """The sampling steps on logits whose softmax is 0.5, 0.3, 0.2 and a tail of ~0."""
+    spec = parse_spec(GEN)
+    spec = replace(spec, generate=replace(spec.generate, temperature=1.0, top_k=top_k,
+                                          top_p=top_p, uniforms=(u,) * 4))
+    logits = np.full((4, 27), -60.0)
+    logits[:, :3] = np.log([0.5, 0.3, 0.2])
+    out: dict = {}
+    chosen = reference.sample(spec, logits, out)
+    return out, chosen[0]
+
+
+def test_top_p_comes_after_top_k_and_renormalises():
+    out, _ = _hand_sample(0, 0.6, 0.5)  # 0.5 ahead of the 0.3: kept; 0.8 ahead of the 0.2
+    assert out["probs.nucleus"][0, :4].tolist() == [1, 1, 0, 0]
+    np.testing.assert_allclose(out["probs.top_p"][0, :3], [0.625, 0.375, 0], rtol=1e-12)
+    out, _ = _hand_sample(2, 0.6, 0.5)  # top-k first: 0.625 and 0.375, and 0.625 >= 0.6
+    np.testing.assert_allclose(out["probs"][0, :3], [0.625, 0.375, 0], rtol=1e-12)
+    assert out["probs.nucleus"][0, :4].tolist() == [1, 0, 0, 0]
+    assert out["probs.top_p"][0, :3].tolist() == [1, 0, 0]
+    out, _ = _hand_sample(2, 0.7, 0.5)
+    assert out["probs.nucleus"][0, :4].tolist() == [1, 1, 0, 0]
+    off, _ = _hand_sample(0, 1.0, 0.5)
+    assert off["probs.top_p"].tolist() == off["probs"].tolist() and off["probs.nucleus"].all()
+
+
+def test_top_p_never_samples_outside_the_nucleus():
+    """A uniform of 0.9 falls on the 0.2 token (cumulative 0.5, 0.8, 1); with top-p 0.6
+    the cumulative of the kept tokens is 0.625, 1, and it picks the 0.3 token."""
+    assert _hand_sample(0, 1.0, 0.9)[1] == 2
+    assert _hand_sample(0, 0.6, 0.9)[1] == 1
+
+
+def test_a_spec_top_p_is_the_workbook_cell(tmp_path):
+    spec = parse_spec(GEN.replace("steps = 2", "steps = 2\ntop_p = 0.9"))
+    assert parse_spec(GEN).generate.top_p == 1.0 and spec.generate.top_p == 0.9
+    writer.save(builder.build(spec, make_weights(spec), "ab"), tmp_path / "g.xlsx")
+    built = read_built(tmp_path / "g.xlsx")
+    assert cell_value(openpyxl.load_workbook(tmp_path / "g.xlsx"),
+                      built.names["gen.top_p"]) == 0.9
+    assert built.spec.generate.top_p == 0.9
+
+
+def nucleus_of(probs_row, p: float) -> list[int]:
+    """Which tokens top-p keeps, computed here from the probabilities a sheet shows: whole
+    groups of equal probability, most probable first, until their mass reaches p."""
+    if not 0 < p < 1:
+        return [1] * len(probs_row)
+    kept, mass = set(), 0.0
+    for value in sorted(set(probs_row), reverse=True):
+        if mass >= p:
+            break
+        group = {j for j, x in enumerate(probs_row) if x == value}
+        kept |= group
+        mass += value * len(group)
+    return [int(j in kept) for j in range(len(probs_row))]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("case", list(TOP_P_CASES))
+def test_the_sheet_keeps_the_nucleus(case, engine, built, recomputed):
+    """Each row's kept set on the sheet, against the rule applied to the sheet's own
+    probabilities; the sampled probabilities are the kept ones renormalised."""
+    values = open_values(recomputed(engine)[case])
+    workbook = read_built(built[case])
+    p = workbook.spec.generate.top_p
+    probs, keep, kept, drawn = (read_block(values, workbook.names[n]) for n in
+                                ("probs", "probs.keep", "probs.nucleus", "probs.top_p"))
+    for i, row in enumerate(probs):
+        want = [a * b for a, b in zip(nucleus_of(row.tolist(), p), keep[i], strict=True)]
+        assert kept[i].tolist() == want, i
+    if p < 1:
+        np.testing.assert_allclose(drawn, probs * kept / (probs * kept).sum(axis=1)[:, None],
+                                   rtol=1e-13, atol=1e-15)
+    else:
+        assert drawn.tolist() == probs.tolist()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_typed_top_p_keeps_the_alphabet_in_order(engine, built, recomputed):
+    """At temperature 1, uniforms of 0.999 pick unlikely letters (the alphabet skips);
+    top-p 0.99 leaves out that tail, and the sheet continues abc with defgh again."""
+    values = open_values(recomputed(engine)["top-p-alphabet"])
+    workbook = read_built(built["top-p-alphabet"])
+    assert workbook.spec.generate.top_p == 0.99  # the typed cell, read back
+    assert cell_value(values, workbook.names["output_text"]) == "defgh"
+    assert not cell_value(values, workbook.names["gen.top_p_note"])  # None or ""
+    off = replace(workbook.spec, generate=replace(workbook.spec.generate, top_p=1.0))
+    skipped = reference.generate(off, workbook.params, "abc")[1]
+    assert reference.decode(off.out_vocab, skipped) != "defgh"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tied_tokens_are_kept_together(engine, built, recomputed):
+    """Tokens 2 and 3 have the same probability everywhere; the mass ahead of them is
+    below p = 0.5 and one of them would reach it, so a rule taking tokens one at a time
+    would keep one. Both are kept (as top-k keeps every token tied with the k-th), the
+    least likely token 1 is not, and the sampled tokens differ from top-p off."""
+    values = open_values(recomputed(engine)["top-p-tie"])
+    workbook = read_built(built["top-p-tie"])
+    probs, ahead, kept = (read_block(values, workbook.names[n]) for n in
+                          ("probs", "probs.ahead", "probs.nucleus"))
+    assert (probs[:, 2] == probs[:, 3]).all() and (ahead[:, 2] == ahead[:, 3]).all()
+    assert (ahead[:, 2] < 0.5).all() and (ahead[:, 2] + probs[:, 2] >= 0.5).all()
+    assert kept[:, 2].all() and kept[:, 3].all() and not kept[:, 1].any()
+    fed = read_block(values, workbook.names["gen.ids"]).ravel().tolist()
+    off = replace(workbook.spec, generate=replace(workbook.spec.generate, top_p=1.0))
+    assert fed != reference.generate(off, workbook.params, PROMPT)[0]["gen.ids"].tolist()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_top_p_that_is_not_a_number_keeps_every_token_and_says_why(engine, built,
+                                                                      recomputed):
+    values = open_values(recomputed(engine)["top-p-text"])
+    workbook = read_built(built["top-p-text"])
+    assert workbook.spec.generate.top_p == 1.0  # read as the sheet reads it
+    note = cell_value(values, workbook.names["gen.top_p_note"])
+    assert note == "not a number above 0 and at most 1: every token is kept"
+    keep, kept = (read_block(values, workbook.names[n]) for n in ("probs.keep", "probs.nucleus"))
+    assert kept.tolist() == keep.tolist() and 0 < keep.sum() < keep.size  # top-k still acts
+
+
 # --- specs -------------------------------------------------------------------------------
 
 GEN = """
@@ -400,6 +577,11 @@ steps = 2
     (("n_layer = 1", "n_layer = 1\nn_enc_layer = 1"), "generate.start is needed"),
     (("steps = 2", "steps = 2\ntemperature = -1"), "generate.temperature must not be negative"),
     (("steps = 2", "steps = 2\ntop_k = 28"), "generate.top_k must be 0 (all) .. 27, not 28"),
+    (("steps = 2", "steps = 2\ntop_p = 0"), "generate.top_p must be above 0 and at most 1 "
+                                            "(1: all tokens), not 0.0"),
+    (("steps = 2", "steps = 2\ntop_p = 1.5"), "generate.top_p must be above 0 and at most 1"),
+    (("steps = 2", "steps = 2\ntop_p = nan"), "(1: all tokens), not nan"),
+    (("steps = 2", 'steps = 2\ntop_p = "most"'), "'generate.top_p' must be float, not 'most'"),
     (("[generate]\nsteps = 2", '[target_vocab]\nset = "digits"'), "[target_vocab] is only for"),
     (("[generate]\nsteps = 2", "n_enc_layer = 1"), "needs a [generate] section"),
 ])

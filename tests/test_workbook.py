@@ -20,7 +20,7 @@ from xlformer.weights import make_weights
 # Named cells that hold typed-in data rather than computed values.
 DATA_NAMES = {"input_text", "pad", "pad_id", "vocab", "head_size", "ln_eps", "target_vocab",
               "gen.steps", "gen.pad_id", "gen.end_id", "gen.start_id", "gen.temperature",
-              "gen.top_k", "gen.uniform", "target_text", "chart.position"}
+              "gen.top_k", "gen.top_p", "gen.uniform", "target_text", "chart.position"}
 
 
 @pytest.fixture(scope="module", params=catalog.names())

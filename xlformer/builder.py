@@ -726,13 +726,14 @@ class _Builder:
         self.fill("probs.sum", sm, lambda i, _: f.row_sum(ex.rows_ref(i, S)))
         [probs] = self.band(flow, [Slot("probs", V, tokens)], T)
         self.fill("probs", probs, lambda i, j: f.divide(ex.ref(i, j, S), sm.ref(i, 0, S, True)))
+        drawn = probs if self.generation is None else self.generation.nucleus(flow, probs)
         ids, chars = self.band(flow, [Slot("output.ids", 1, ("id",)),
                                       Slot("output.chars", 1, ("char",))], T)
         def argmax(i: int) -> str:
             return f.argmax(scores.rows_ref(i, S), mx.ref(i, 0, S))
 
         choice = argmax if self.generation is None else self.generation.sampled(
-            flow, probs, argmax)  # sampled at a temperature above 0
+            flow, drawn, argmax)  # sampled at a temperature above 0
         self.decoded(flow, ids, chars, choice, mx, sm)
         self.probability_chart(flow, probs)
 

@@ -155,8 +155,30 @@ _GENERATION = {
     "probs.keep": Header(
         "in top-k", "1 for a token among the k most likely (top-k = 0 keeps all); a token "
         "top-k drops gets probability 0.", heatmap="unit", number_format="0"),
-    "probs.cum": Header("cumulative probs", "Running sum of each row's probabilities.",
-                        heatmap="unit"),
+    "probs.sorted": Header(
+        "probs sorted high to low", "Each row's probabilities in descending order (LARGE): "
+        "column k is the k-th most likely token's.", heatmap="unit"),
+    "probs.sorted_cum": Header(
+        "cumulative sorted probs", "Running sum of the sorted probabilities: the mass of the "
+        "k most likely tokens. Top-p keeps tokens until this reaches p.", heatmap="unit"),
+    "probs.ahead": Header(
+        "mass ahead", "The probability of the tokens strictly more likely than this one: "
+        "RANK - 1 of them, so the sorted running sum just before its place (0 for the most "
+        "likely).", heatmap="unit"),
+    "probs.nucleus": Header(
+        "in nucleus (top-p)", "1 for a token top-p keeps: top-k kept it and the mass ahead "
+        "of it is below p, so the most likely token always is, and tokens of equal "
+        "probability are kept or dropped together. A top-p of 1, or a typed value that is "
+        "not a number above 0 and at most 1, keeps every token top-k keeps.", heatmap="unit",
+        number_format="0"),
+    "probs.mass": Header("kept mass", "Each row's probability of the tokens in the nucleus.",
+                         number_format=GENERAL),
+    "probs.top_p": Header(
+        "p' = probs / kept mass", "The probabilities sampling draws from: those of the "
+        "tokens in the nucleus divided by their mass, so each row sums to 1; the others 0. "
+        "With top-p off, probs as they are.", heatmap="unit"),
+    "probs.cum": Header("cumulative probs", "Running sum of each row's probabilities p' "
+                        "(after top-p).", heatmap="unit"),
     "probs.below": Header(
         "cum ≤ u", "1 where the cumulative probability is at most the position's u; their "
         "count is the sampled token's id.", number_format="0"),

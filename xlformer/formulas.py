@@ -17,7 +17,7 @@ from . import limits
 # Function -> True when Excel added it after 2007 and the file needs the _xlfn. prefix.
 FUNCTIONS: dict[str, bool] = {
     "AND": False, "AVERAGE": False, "COS": False, "EXACT": False, "EXP": False, "IF": False,
-    "IFERROR": False, "INDEX": False, "INT": False, "ISNUMBER": False, "LEN": False,
+    "IFERROR": False, "INDEX": False, "INT": False, "ISNUMBER": False, "LARGE": False, "LEN": False,
     "MATCH": False, "MAX": False, "MID": False, "MIN": False, "MMULT": False, "MOD": False,
     "OR": False, "PI": False, "RANK": False, "LN": False,
     "POWER": False, "SIN": False, "SQRT": False, "SUM": False, "SUMPRODUCT": False,
@@ -363,6 +363,41 @@ def temper(logit: str, temperature: str) -> str:
 def in_top_k(x: str, row: str, k: str) -> str:
     """1 if fewer than k entries of the row are larger than x (k = 0: every entry)."""
     return f"IF({k}>0,IF(RANK({x},{row})<={k},1,0),1)"
+
+
+def kth_largest(row: str, k: int) -> str:
+    """The row's k-th largest entry (k from 1): the row sorted high to low, cell by cell."""
+    return f"LARGE({row},{k})"
+
+
+def mass_ahead(x: str, row: str, sorted_cum_row: str) -> str:
+    """The sum of the row's entries strictly larger than x: RANK(x) - 1 of them, so the
+    cumulative sum of the sorted row just before x's place (0 for the largest). Not
+    SUMIF(row, ">"&x, row): the criterion turns x into text, rounded to 15 digits."""
+    rank = f"RANK({x},{row})"
+    return f"IF({rank}=1,0,INDEX({sorted_cum_row},1,{rank}-1))"
+
+
+def _top_p_valid(p: str, then: str, otherwise: str, high: str = "<1") -> str:
+    return f"IF(ISNUMBER({p}),IF(AND({p}>0,{p}{high}),{then},{otherwise}),{otherwise})"
+
+
+def in_top_p(keep: str, ahead: str, p: str) -> str:
+    """1 if top-k kept the token and the mass ahead of it is below p; top-p applies when
+    p is a number above 0 and below 1, otherwise it keeps every token top-k keeps."""
+    return f"IF({keep}=1,{_top_p_valid(p, f'IF({ahead}<{p},1,0)', '1')},0)"
+
+
+def top_p_prob(x: str, kept: str, mass: str, p: str) -> str:
+    """A kept token's probability renormalised over the kept mass; unchanged (x) when
+    top-p does not apply."""
+    return _top_p_valid(p, f"IF({kept}=1,{x}/{mass},0)", x)
+
+
+def top_p_note(p: str) -> str:
+    """Why a typed top-p is not used; empty when it is (any number above 0, at most 1)."""
+    why = string("not a number above 0 and at most 1: every token is kept")
+    return _top_p_valid(p, '""', why, high="<=1")
 
 
 def kept_exp(keep: str, x: str, row_max_ref: str) -> str:

@@ -92,11 +92,16 @@ class Generation:
         cells.append(Cell(NUMBER, g.temperature, "input"))
         slots.append(Slot("gen.top_k", 1, ("top-k (0: all)",)))
         cells.append(Cell(NUMBER, g.top_k, "input"))
+        slots += [Slot("gen.top_p", 1, ("top-p (1: all)",)), Slot("gen.top_p_note", 1, ("note",))]
+        cells += [Cell(NUMBER, g.top_p, "input"), None]  # the note's formula reads top_p
         areas = self.b.band(flow, slots, 1, positions=False)
         for slot, area, cell in zip(slots, areas, cells, strict=True):
-            self.b.book.put(area, 0, 0, cell)
             self.b.book.name(slot.name, area)
             self.consts[slot.name] = area
+            if cell is None:
+                top_p = self.consts["gen.top_p"].ref(0, 0, flow.sheet, absolute=True)
+                cell = Cell(FORMULA, f.prepare(f.top_p_note(top_p)))
+            self.b.book.put(area, 0, 0, cell)
         row = flow.skip(3)
         target = self.consts["target_text"].ref(0, 0, flow.sheet, absolute=True)
         note = f.view_note(target, GENERATING, TEACHING)
@@ -112,10 +117,35 @@ class Generation:
                                      Slot("probs.keep", logits.ncols, tokens)], b.T)
         temp, k = (self.consts[n].ref(0, 0, S, True) for n in ("gen.temperature", "gen.top_k"))
         b.fill("logits.scaled", scaled, lambda i, j: f.temper(logits.ref(i, j, S), temp))
-        self.scaled = scaled
+        self.scaled, self.keep = scaled, keep
         b.fill("probs.keep", keep, lambda i, j: f.in_top_k(
             scaled.ref(i, j, S), scaled.rows_ref(i, S), k))
         return scaled, lambda i, j, x, mx: f.kept_exp(keep.ref(i, j, S), x, mx)
+
+    def nucleus(self, flow: Flow, probs: Area) -> Area:
+        """Top-p: each row sorted high to low and summed up, the mass ahead of each token,
+        which tokens are kept (that mass below p), and their probabilities renormalised;
+        returns the probabilities to sample from."""
+        b, S, V = self.b, flow.sheet, probs.ncols
+        tokens, ranks = self.spec.out_vocab.tokens, tuple(str(k + 1) for k in range(V))
+        p = self.consts["gen.top_p"].ref(0, 0, S, True)
+        desc, cum = b.band(flow, [Slot("probs.sorted", V, ranks),
+                                  Slot("probs.sorted_cum", V, ranks)], b.T)
+        ahead, kept, mass = b.band(flow, [Slot("probs.ahead", V, tokens),
+                                          Slot("probs.nucleus", V, tokens),
+                                          Slot("probs.mass", 1, ("kept mass",))], b.T)
+        [final] = b.band(flow, [Slot("probs.top_p", V, tokens)], b.T)
+        b.fill("probs.sorted", desc, lambda i, j: f.kth_largest(probs.rows_ref(i, S), j + 1))
+        b.fill("probs.sorted_cum", cum, lambda i, j: f.add(
+            cum.ref(i, j - 1, S), desc.ref(i, j, S)) if j else f.copy(desc.ref(i, 0, S)))
+        b.fill("probs.ahead", ahead, lambda i, j: f.mass_ahead(
+            probs.ref(i, j, S), probs.rows_ref(i, S), cum.rows_ref(i, S)))
+        b.fill("probs.nucleus", kept, lambda i, j: f.in_top_p(
+            self.keep.ref(i, j, S), ahead.ref(i, j, S), p))
+        b.fill("probs.mass", mass, lambda i, _: f.dot(probs.rows_ref(i, S), kept.rows_ref(i, S)))
+        b.fill("probs.top_p", final, lambda i, j: f.top_p_prob(
+            probs.ref(i, j, S), kept.ref(i, j, S), mass.ref(i, 0, S, True), p))
+        return final
 
     def sampled(self, flow: Flow, probs: Area, argmax: Callable[[int], str]):
         """Cumulative probabilities and which of them are <= the position's uniform u;

@@ -19,6 +19,7 @@ from openpyxl import load_workbook
 from openpyxl.utils.cell import range_boundaries
 from openpyxl.utils.exceptions import InvalidFileException
 
+from . import reference
 from .builder import SPEC, TRANSPOSED
 from .layout import Area
 from .spec import Spec, parse_spec
@@ -112,11 +113,14 @@ def oriented(block: np.ndarray, transposed: bool) -> np.ndarray:
 
 def _sampling_as_typed(wb, names: dict[str, Area], spec: Spec) -> Spec:
     """The spec with the sampling controls the workbook's cells hold: a user may have
-    changed the temperature, top-k or the uniform numbers."""
+    changed the temperature, top-k, top-p or the uniform numbers. A top-p the sheet does
+    not apply (not a number above 0 and below 1) reads as 1: every token kept."""
+    top_p = cell_value(wb, names["gen.top_p"]) if "gen.top_p" in names else 1.0
     try:
         g = replace(spec.generate,
                     temperature=float(cell_value(wb, names["gen.temperature"])),
                     top_k=int(cell_value(wb, names["gen.top_k"])),
+                    top_p=float(top_p) if reference.top_p_on(top_p) else 1.0,
                     uniforms=tuple(map(float, read_block(wb, names["gen.uniform"]).ravel())),
                     target=str(cell_value(wb, names["target_text"]) or ""))
     except (KeyError, TypeError, ValueError) as e:

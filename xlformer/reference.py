@@ -163,19 +163,52 @@ def uniforms(spec: Spec) -> np.ndarray:  # -> [T]
 
 
 def sample(spec: Spec, logits, out: Trace):  # [T, V] -> ids [T]
-    """Temperature, top-k and inverse-CDF sampling with the spec's uniforms; greedy
-    (argmax) at temperature 0."""
+    """Temperature, top-k, top-p and inverse-CDF sampling with the spec's uniforms;
+    greedy (argmax) at temperature 0."""
     g, V = spec.generate, logits.shape[-1]
     scaled = out["logits.scaled"] = logits / g.temperature if g.temperature > 0 else logits
     larger = (scaled[:, None, :] > scaled[:, :, None]).sum(axis=-1)  # [T, V]
     keep = out["probs.keep"] = (larger < g.top_k if g.top_k > 0 else np.ones_like(scaled)) * 1.0
     out["probs.max"], out["probs.exp"], out["probs.sum"], probs = softmax(scaled, keep > 0)
     out["probs"] = probs
+    probs = top_p(probs, keep, g.top_p, out)
     cum = out["probs.cum"] = np.cumsum(probs, axis=-1)
     below = out["probs.below"] = (cum <= uniforms(spec)[:, None]) * 1.0
     if g.temperature == 0:
         return np.argmax(scaled, axis=-1)
     return np.minimum(below.sum(axis=-1), V - 1).astype(int)
+
+
+def top_p_on(p) -> bool:
+    """Whether top-p applies: p is a number above 0 and below 1. 1 (or more) keeps every
+    token; anything else (0, negative, text typed into the cell) does too, with a note."""
+    return isinstance(p, (int, float)) and not isinstance(p, bool) and 0 < p < 1
+
+
+def nucleus(probs, p: float):  # [T, V] -> sorted [T, V], sorted cum, ahead, kept [T, V]
+    """Top-p (nucleus) sampling's choice: sort each row's probabilities high to low and keep
+    the most probable tokens until their mass reaches p. A token is kept when the mass of
+    the tokens strictly more probable than it (`ahead`) is below p, so the most probable
+    one always is, and tokens of equal probability are kept or dropped together (as top-k
+    keeps every token tied with the k-th)."""
+    desc = -np.sort(-probs, axis=-1)
+    cum = np.cumsum(desc, axis=-1)
+    # how many tokens are strictly more probable: the first place of the value in desc
+    more = np.stack([np.searchsorted(-d, -row, side="left")
+                     for d, row in zip(desc, probs, strict=True)])
+    ahead = np.where(more > 0, np.take_along_axis(cum, np.maximum(more - 1, 0), axis=-1), 0.0)
+    kept = (ahead < p) * 1.0 if top_p_on(p) else np.ones_like(probs)
+    return desc, cum, ahead, kept
+
+
+def top_p(probs, keep, p: float, out: Trace):  # [T, V] -> [T, V]
+    """The probabilities top-p keeps (and top-k kept), renormalised to sum to 1; as
+    they were when top-p is off."""
+    out["probs.sorted"], out["probs.sorted_cum"], out["probs.ahead"], kept = nucleus(probs, p)
+    kept = out["probs.nucleus"] = kept * keep
+    mass = out["probs.mass"] = np.sum(probs * kept, axis=-1, keepdims=True)
+    out["probs.top_p"] = probs * kept / mass if top_p_on(p) else probs
+    return out["probs.top_p"]
 
 
 def generate(spec: Spec, params: Params, text: str,

@@ -137,6 +137,7 @@ class Generate:
     start: str = ""  # encoder-decoder: the decoder's first input token
     temperature: float = 0.0  # logits / temperature before the softmax; 0: greedy argmax
     top_k: int = 0  # sample among the k most likely tokens; 0: among all
+    top_p: float = 1.0  # sample among the most likely tokens whose mass reaches p; 1: all
     seed: int = 0  # seeds the uniform numbers that drive sampling, one per position
     uniforms: tuple[float, ...] = ()  # read back from a workbook's cells; () = from seed
     target: str = ""  # teacher forcing: the decoder reads this target instead of its choices
@@ -186,7 +187,7 @@ _MODEL_KEYS = {
     "residual": bool, "bias": bool, "n_enc_layer": int, "n_positions": int,
 }
 _GENERATE_KEYS = {"steps": int, "end": str, "start": str, "temperature": float,
-                  "top_k": int, "seed": int, "target": str}
+                  "top_k": int, "top_p": float, "seed": int, "target": str}
 _HEAD_KEYS = {"tied": bool, "bias": bool}
 _TRAIN_KEYS = {"task": str, "steps": int, "seed": int, "batch": int, "lr": float, "text": str}
 _WEIGHT_KEYS = {
@@ -408,11 +409,15 @@ def _generate(table: dict, m: Model, vocab: Vocab) -> Generate:
     if "steps" not in table:
         table["steps"] = m.max_seq - 1
     table["temperature"] = float(table.get("temperature", 0.0))
+    table["top_p"] = float(table.get("top_p", 1.0))
     gen = Generate(**table)
     if gen.temperature < 0:
         raise SpecError(f"generate.temperature must not be negative, not {gen.temperature}")
     if not 0 <= gen.top_k <= len(vocab):
         raise SpecError(f"generate.top_k must be 0 (all) .. {len(vocab)}, not {gen.top_k}")
+    if not 0 < gen.top_p <= 1:
+        raise SpecError(f"generate.top_p must be above 0 and at most 1 (1: all tokens), "
+                        f"not {gen.top_p}")
     if not m.causal:
         raise SpecError("[generate] needs model.causal = true: a position may only read "
                         "the positions before it")
