@@ -202,6 +202,23 @@ def cases() -> list[tuple[str, Callable[[Row], tuple[str, object]]]]:
     for x, k, want in [(3, 1, 1), (2, 1, 0), (2, 3, 1), (1, 3, 0), (1, 0, 1)]:  # row 3 1 3 2
         case("in_top_k", lambda r, x=x, k=k, w=want: (
             f.in_top_k(r.put(x), r.put(3, 1, 3, 2), r.put(k)), w))
+    case("kth_largest", lambda r: (f.kth_largest(r.put(3, 1, 4, 2), 2), 3))
+    # probabilities 0.1 0.5 0.4: sorted 0.5 0.4 0.1, running sums 0.5 0.9 1
+    for x, want in [(0.5, 0), (0.4, 0.5), (0.1, 0.9)]:
+        case("mass_ahead", lambda r, x=x, w=want: (
+            f.mass_ahead(r.put(x), r.put(0.1, 0.5, 0.4), r.put(0.5, 0.9, 1.0)), w))
+    # top-p applies for 0 < p < 1; otherwise every token top-k kept stays
+    for keep, ahead, p, want in [(1, 0.5, 0.6, 1), (1, 0.6, 0.6, 0), (0, 0, 0.9, 0),
+                                 (1, 0.9, 1, 1), (1, 0.9, "x", 1), (1, 0.9, 0, 1)]:
+        case("in_top_p", lambda r, a=(keep, ahead, p), w=want: (
+            f.in_top_p(r.put(a[0]), r.put(a[1]), r.put(a[2])), w))
+    for kept, p, want in [(1, 0.9, 0.25), (0, 0.9, 0), (0, 1, 0.2)]:
+        case("top_p_prob", lambda r, k=kept, p=p, w=want: (
+            f.top_p_prob(r.put(0.2), r.put(k), r.put(0.8), r.put(p)), w))
+    nucleus_why = "not a number above 0 and at most 1: every token is kept"
+    for p, want in [(0.5, ""), (1, ""), (0, nucleus_why), ("x", nucleus_why),
+                    (1.5, nucleus_why)]:
+        case("top_p_note", lambda r, p=p, w=want: (f.top_p_note(r.put(p)), w))
     case("kept_exp", lambda r: (f.kept_exp(r.put(1), r.put(1), r.put(3)), math.exp(-2)))
     case("kept_exp", lambda r: (f.kept_exp(r.put(0), r.put(1), r.put(3)), 0))
     case("at_most", lambda r: (f.at_most(r.put(0.3), r.put(0.3)), 1))
