@@ -110,6 +110,31 @@ def test_the_guide_shows_the_description_and_the_spec_notes(saved):
         assert paragraph in text
 
 
+@pytest.mark.parametrize("template", [*catalog.names(), CORNERS, WORDS])
+def test_the_guide_says_what_each_block_is_built_from_and_links_the_alignment(template):
+    """The sheet list names a block's sub-layers as the spec has them, and the attention
+    heatmap link goes to the cross-attention (the alignment) when there is one."""
+    spec, book = _build(template)
+    m, guide = spec.model, book.sheets[GUIDE]
+    said = {_target(where)[0]: guide.cells[(row, 3)].value
+            for (row, _), where in guide.links.items() if _target(where)[1:] == (1, 1)}
+    blocks = [s for s in said if re.fullmatch(r"(Layer|Encoder|Decoder)\d+", s)]
+    assert len(blocks) == m.n_layer + m.n_enc_layer
+    for sheet in blocks:
+        text = said[sheet]
+        assert ("feed-forward" in text) == m.mlp, text
+        assert ("cross-attention" in text) == sheet.startswith("Decoder"), text
+        assert ("causal" in text) == (m.causal and not sheet.startswith("Encoder")), text
+    [heatmap] = [where for (row, col), where in guide.links.items()
+                 if guide.cells[(row, col)].value == "Attention heatmap"] or [None]
+    if not blocks:
+        assert heatmap is None
+        return
+    want = "dec.h.0.cross.head0.weights" if m.encoder_decoder else "h.0.attn.head0.weights"
+    title, _ = book.headers[want]
+    assert _target(heatmap) == (title.sheet, title.row, title.col)
+
+
 def test_spec_notes_are_paragraphs_of_the_leading_comments():
     source = ('name = "x"\n# One\n# two.\n#\n# Three:\n#   cmd --flag\n\n[vocab]\n# not this\n')
     assert spec_notes(source) == ["One two.", "Three:\ncmd --flag"]

@@ -113,11 +113,10 @@ class _Builder:
         sheets = {
             INPUT: ("the typed token ids" if self.spec.reads_ids else "the input text")
             + ", how each position is read, the embeddings",
-            **{layer_sheet(i, "enc."): f"encoder block {i}: attention over the whole input, "
-               "then feed-forward" for i in range(m.n_enc_layer)},
-            **{layer_sheet(i, self.dec): f"transformer block {i}: attention, "
-               + ("cross-attention to the encoder, " if self.dec else "") + "then feed-forward"
-               for i in range(m.n_layer)},
+            # the guide adds the sub-layers each block is built from
+            **{layer_sheet(i, "enc."): f"encoder block {i}" for i in range(m.n_enc_layer)},
+            **{layer_sheet(i, self.dec): ("decoder" if self.dec else "transformer")
+               + f" block {i}" for i in range(m.n_layer)},
             **({PAIRWISE: "each head's scores as X · W_Q · W_K^T · X^T: the pairwise view"}
                if self.with_pairwise() else {}),
             OUTPUT: "the final vectors, logits, probabilities, the output text and a chart",
