@@ -224,6 +224,61 @@ def test_no_error_anywhere_and_the_chart_shows_the_chosen_row(case, engine, char
                       "output_text": cell_value(values, built.names["output_text"])}
 
 
+# (case, template, text typed into input_text, the note beside it, the output it explains)
+PADDING = " (the model reads it like any character, so it can show in the output)"
+LENGTH_CASES = [
+    ("reverse-long", "reverse", "spreadsheet",
+     "the input has 11 characters; only the first 6 are read (max_seq)", "daerps"),
+    ("reverse-short", "reverse", "abc",
+     "the input has 3 characters; positions 3 to 5 read the padding token ' '" + PADDING,
+     "   cba"),
+    ("reverse-one-short", "reverse", "abcde",
+     "the input has 5 characters; position 5 reads the padding token ' '" + PADDING, " edcba"),
+    ("reverse-one", "reverse", "a",
+     "the input has 1 character; positions 1 to 5 read the padding token ' '" + PADDING,
+     "     a"),
+    ("reverse-full", "reverse", "python", "", "nohtyp"),
+    ("reverse-number", "reverse", 12345678,
+     "the input has 8 characters; only the first 6 are read (max_seq)", "654321"),
+    ("alphabet-long", "alphabet", "abcdefghij", "the prompt has 10 characters; only the first "
+     "8 are read (max_seq), so no position is left to generate", ""),
+    ("alphabet-full", "alphabet", "abcdefgh",
+     "the prompt fills all 8 positions (max_seq): none is left to generate", ""),
+    ("alphabet-short", "alphabet", "abc",
+     "the prompt has 3 characters; the 8 positions (max_seq) leave room for 5 of the 7 steps",
+     "defgh"),
+    ("alphabet-room", "alphabet", "a", "", "bcdefgh"),
+    ("alphabet-empty", "alphabet", "", "the prompt is empty: nothing is generated", ""),
+    ("copy-long", "copy", "abcdefghij",  # the decoder writes 7 tokens (generate.steps)
+     "the input has 10 characters; only the first 8 are read (max_seq)", "abcdefg"),
+    ("copy-short", "copy", "hello",
+     "the input has 5 characters; positions 5 to 7 read the padding token ' '", "hello$"),
+]
+
+
+@pytest.fixture(scope="module")
+def lengths(tmp_path_factory):
+    folder, paths = tmp_path_factory.mktemp("lengths"), {}
+    for case, template, typed, _, _ in LENGTH_CASES:
+        paths[case] = build_template(template, folder / f"{case}.xlsx")
+        _type(paths[case], "input_text", typed)
+    return paths, lazy_recalc(paths, tmp_path_factory)
+
+
+@pytest.mark.parametrize("engine", recalc.ENGINES)
+@pytest.mark.parametrize("case", LENGTH_CASES, ids=[c[0] for c in LENGTH_CASES])
+def test_the_input_sheet_says_live_what_the_length_of_the_typed_text_does(case, engine,
+                                                                          lengths):
+    """A text longer than max_seq is cut, a shorter one padded (which is where padding in
+    the output comes from), a prompt leaves so much room to generate: the note says so
+    for whatever is typed, and the output shows it."""
+    name, _, _, note, output = case
+    paths, recomputed = lengths
+    built, values = read_built(paths[name]), open_values(recomputed(engine)[name])
+    assert (cell_value(values, built.names["input.length_note"]) or "") == note
+    assert (cell_value(values, built.names["output_text"]) or "") == output
+
+
 def _echoes(path: Path, values) -> dict[str, object]:
     """What the guide shows beside its links to the input and output cells."""
     wb, names = openpyxl.load_workbook(path), read_built(path).names

@@ -35,7 +35,6 @@ CASES = [
      'showing position 0"),"is not a whole number from 0 to 5: showing position 0")'),
     (f.string('say "hi"'), '"say ""hi"""'),
     (f.string('"),HYPERLINK("x'), '"""),HYPERLINK(""x"'),
-    (f.too_long_note("$C$2", 6), 'IF(LEN($C$2)>6,"only the first 6 characters are read","")'),
 ]
 
 

@@ -396,8 +396,6 @@ class _Builder:
         text_cell = self.scalar("input_text", S, 2, Cell(TEXT, text, "input"), "type input here")
         self.input_text = text_cell.ref(0, 0, S, absolute=True)
         self.label(S, ECHO_ROW, 2, "output text")
-        note = f.too_long_note(self.input_text, T)
-        self.scalar("input.length_note", S, 4, Cell(FORMULA, f.prepare(note)), "note")
         pad = self.scalar("pad", S, 5, Cell(TEXT, spec.vocab.pad), "padding token")
         pad_id = self.scalar("pad_id", S, 6, Cell(NUMBER, spec.vocab.pad_id), "padding id")
         flow = Flow(S, top=8, cols=self.limits.cols)
@@ -439,8 +437,22 @@ class _Builder:
                   lambda i, _: f.input_note(self.input_text, i, row(i, S)), trace=False)
         if self.spec.generate is not None:  # the decoder reads back what it chose
             self.generation = Generation(self)
-            return self.generation.decoder_input(flow, ids)
-        return self.embeddings(flow, ids)
+            x = self.generation.decoder_input(flow, ids)
+        else:
+            x = self.embeddings(flow, ids)
+        self.length_note(pad_ref)
+        return x
+
+    def length_note(self, pad: str) -> None:
+        """What the model makes of the typed text's length, live: cut to max_seq, padded,
+        or (a generating decoder's prompt) how much room is left to generate."""
+        T, S = self.T, INPUT
+        if self.generation is not None and not self.m.encoder_decoder:
+            steps = self.generation.consts["gen.steps"].ref(0, 0, S, True)
+            note = f.prompt_note(self.input_text, T, steps)
+        else:  # the output follows the input's positions unless a decoder generates it
+            note = f.length_note(self.input_text, T, pad, self.generation is None)
+        self.scalar("input.length_note", S, 4, Cell(FORMULA, f.prepare(note)), "note")
 
     def ids_input_sheet(self, typed_ids) -> Area:
         """Typed token ids -> checked ids -> tokens -> embeddings; no text, no one-hot."""
