@@ -93,7 +93,7 @@ def sublayers(book: Book, spec: Spec, sheet: str) -> str:
         if match is None or area.sheet != sheet:
             continue
         parts.append({
-            "attn": "causal attention (each position reads itself and earlier ones)"
+            "attn": "causal attention"
                     if reference.causal(spec, match["p"]) else "attention over the whole input",
             "cross": "cross-attention to the encoder",
             "mlp": "feed-forward"}[match["kind"]])
