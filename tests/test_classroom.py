@@ -5,16 +5,19 @@ both engines: no error value in any cell, the chart's row equals the probabiliti
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import openpyxl
 import pytest
 from click.testing import CliRunner
-from helpers import build_template, lazy_recalc, require_renderer
+from helpers import build_template, lazy_recalc, pdf_words, require_renderer
 
-from xlformer import builder, catalog, recalc, reference, render
+from xlformer import builder, catalog, recalc, reference, render, writer
+from xlformer.book import LABEL, TEXT, Cell, Sheet
 from xlformer.cli import main
+from xlformer.fit import DEFAULT_WIDTH, fit, text_width
 from xlformer.guide import GUIDE, spec_notes
 from xlformer.reader import cell_value, open_values, read_block, read_built
 from xlformer.spec import load_spec
@@ -303,6 +306,62 @@ def test_every_showcase_workbook_renders_to_a_picture_that_is_not_blank(tmp_path
         dark = (pixels.mean(axis=2) < 128).mean()
         assert pixels.shape[0] > 100 and pixels.shape[1] > 100, path.name
         assert pixels.std() > 10 and 0.001 < dark < 0.5, f"{path.name} looks blank"
+
+
+def test_a_label_cut_by_its_neighbour_widens_its_column_and_no_other():
+    sheet = Sheet("S")
+    sheet.put(2, 3, Cell(LABEL, "x", "collabel"))
+    sheet.put(2, 5, Cell(LABEL, "teacher-forcing target", "collabel"))  # runs left to C
+    sheet.put(4, 7, Cell(LABEL, "a title that runs right across empty cells", "title"))
+    sheet.put(6, 1, Cell(LABEL, "runs left off the sheet", "collabel"))
+    fit(sheet)
+    assert set(sheet.widths) == {5, 1}
+    assert sheet.widths[5] + DEFAULT_WIDTH >= text_width("teacher-forcing target", "collabel")
+    assert sheet.widths[1] >= text_width("runs left off the sheet", "collabel")
+
+
+# Wrapped text breaks lines after a hyphen: words are compared hyphen by hyphen.
+_PIECES = re.compile(r"[^-]*-+|[^-]+")
+
+
+def _pieces(words) -> Counter:
+    return Counter(p for w in words for p in _PIECES.findall(w))
+
+
+def test_no_label_runs_into_its_neighbour_on_any_sheet(tmp_path):
+    """Every sheet of every template, drawn by LibreOffice (whose fonts are wider than
+    Calibri): every word of every label and text cell is drawn whole. A text too wide for
+    its cell runs across the empty cells beside it (leftwards when right-aligned) and is
+    cut at the first cell that is not empty, so a cut label shows as missing or merged
+    words on the page. Only a left-aligned text with nothing right of it may run off
+    the page's edge: it has no neighbour to run into. Formula cells are not checked."""
+    require_renderer()
+    right = {look for look, attrs in writer.LOOKS.items()
+             if getattr(attrs.get("alignment"), "horizontal", None) == "right"}
+    books, paths = {}, []
+    for template in catalog.names():
+        _, books[template] = _build(template)
+        paths.append(tmp_path / f"{template}.xlsx")
+        writer.save(books[template], paths[-1])
+    pdfs = [path.with_suffix(".pdf") for path in paths]
+    render.sheet_pages(paths, pdfs)
+    cut = []
+    for (template, book), pdf in zip(books.items(), pdfs, strict=True):
+        pages = pdf_words(pdf)
+        assert len(pages) == len(book.sheets)
+        for sheet, drawn in zip(book.sheets.values(), pages, strict=True):
+            cells = list(sheet.items())
+            last = {}  # the last column of each row that holds anything
+            for (row, col), _ in cells:
+                last[row] = max(col, last.get(row, 0))
+            for area in sheet.merges:
+                last[area.row] = max(area.col + area.ncols - 1, last.get(area.row, 0))
+            labels = [str(c.value).split() for (row, col), c in cells
+                      if c.kind in (LABEL, TEXT) and (c.style in right or col < last[row])]
+            missing = _pieces(w for words in labels for w in words) - _pieces(drawn)
+            if missing:
+                cut.append(f"{template} {sheet.name}: {' '.join(sorted(missing.elements()))}")
+    assert not cut, "\n".join(cut)
 
 
 def test_render_command_writes_a_png_and_rejects_an_unknown_sheet(tmp_path):

@@ -17,6 +17,7 @@ import numpy as np
 from . import explain, reference
 from . import formulas as f
 from .book import FORMULA, LABEL, NUMBER, TEXT, Book, Cell, Chart, Fill, Header
+from .fit import fit
 from .generation import Generation
 from .guide import GUIDE, guide_sheet
 from .layout import EXCEL, Area, Flow, SheetLimits, Slot, vocab_down
@@ -141,6 +142,8 @@ class _Builder:
             x = self.layer(i, x)
         self.output_sheet(x)
         guide_sheet(self.book, self.spec, sheets)
+        for sheet in self.book.sheets.values():  # no label cut by its neighbour
+            fit(sheet)
         if self.big_heatmaps:
             self.book.notices.append(
                 f"{self.big_heatmaps} blocks of more than {HEATMAP_MAX_CELLS:,} cells have "

@@ -53,11 +53,18 @@ def render(workbooks: Sequence[tuple[Path, str | None, Path]], dpi: int = 80,
         pages.append(1 + (names.index(sheet) if sheet else 0))
     with tempfile.TemporaryDirectory(prefix="xlformer-render-") as tmp:
         pdfs = [Path(tmp) / f"{i}.pdf" for i in range(len(workbooks))]
-        recalc.convert_libreoffice(exe, [Path(w[0]).absolute() for w in workbooks], pdfs,
-                                   _PDF, timeout)
+        sheet_pages([w[0] for w in workbooks], pdfs, timeout, exe)
         for pdf, page, (_, _, out) in zip(pdfs, pages, workbooks, strict=True):
             _page_image(pdftoppm, pdf, page, Path(out), dpi, timeout)
     return [Path(w[2]) for w in workbooks]
+
+
+def sheet_pages(workbooks: Sequence[Path], pdfs: Sequence[Path], timeout: float = 600,
+                exe: str | None = None) -> None:
+    """Each workbook recomputed and saved as a PDF whose page n is sheet n, whole; one
+    LibreOffice run for all."""
+    recalc.convert_libreoffice(exe or recalc._executable("libreoffice"),
+                               [Path(w).absolute() for w in workbooks], pdfs, _PDF, timeout)
 
 
 def _page_image(pdftoppm: str, pdf: Path, page: int, out: Path, dpi: int,
