@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import shutil
 import string
+import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,14 +32,25 @@ def require_engine(engine: str) -> None:
 
 
 def require_renderer() -> None:
-    """LibreOffice and pdftoppm, under the same rule as the engines."""
+    """LibreOffice, pdftoppm and pdftotext, under the same rule as the engines."""
     require_engine("libreoffice")
-    if shutil.which("pdftoppm"):
+    if shutil.which("pdftoppm") and shutil.which("pdftotext"):
         return
-    reason = "pdftoppm is not installed (apt-get install -y poppler-utils)"
+    reason = "pdftoppm or pdftotext is not installed (apt-get install -y poppler-utils)"
     if os.environ.get("CI"):
         pytest.fail(f"CI is set but {reason}")
     pytest.skip(reason)
+
+
+_WORD = re.compile(r"<word [^>]*>(.*?)</word>")
+
+
+def pdf_words(pdf: Path) -> list[list[str]]:
+    """The words drawn on each page of a PDF, as poppler's pdftotext reads them."""
+    out = subprocess.run(["pdftotext", "-bbox", str(pdf), "-"], capture_output=True,
+                         text=True, check=True).stdout
+    return [[html.unescape(w) for w in _WORD.findall(page)]
+            for page in out.split("<page ")[1:]]
 
 
 def build_template(name: str, path: Path, text: str | None = None) -> Path:

@@ -5,16 +5,19 @@ both engines: no error value in any cell, the chart's row equals the probabiliti
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import openpyxl
 import pytest
 from click.testing import CliRunner
-from helpers import build_template, lazy_recalc, require_renderer
+from helpers import build_template, lazy_recalc, pdf_words, require_renderer
 
-from xlformer import builder, catalog, recalc, reference, render
+from xlformer import builder, catalog, recalc, reference, render, writer
+from xlformer.book import LABEL, TEXT, Cell, Sheet
 from xlformer.cli import main
+from xlformer.fit import DEFAULT_WIDTH, fit, text_width
 from xlformer.guide import GUIDE, spec_notes
 from xlformer.reader import cell_value, open_values, read_block, read_built
 from xlformer.spec import load_spec
@@ -110,6 +113,31 @@ def test_the_guide_shows_the_description_and_the_spec_notes(saved):
         assert paragraph in text
 
 
+@pytest.mark.parametrize("template", [*catalog.names(), CORNERS, WORDS])
+def test_the_guide_says_what_each_block_is_built_from_and_links_the_alignment(template):
+    """The sheet list names a block's sub-layers as the spec has them, and the attention
+    heatmap link goes to the cross-attention (the alignment) when there is one."""
+    spec, book = _build(template)
+    m, guide = spec.model, book.sheets[GUIDE]
+    said = {_target(where)[0]: guide.cells[(row, 3)].value
+            for (row, _), where in guide.links.items() if _target(where)[1:] == (1, 1)}
+    blocks = [s for s in said if re.fullmatch(r"(Layer|Encoder|Decoder)\d+", s)]
+    assert len(blocks) == m.n_layer + m.n_enc_layer
+    for sheet in blocks:
+        text = said[sheet]
+        assert ("feed-forward" in text) == m.mlp, text
+        assert ("cross-attention" in text) == sheet.startswith("Decoder"), text
+        assert ("causal" in text) == (m.causal and not sheet.startswith("Encoder")), text
+    [heatmap] = [where for (row, col), where in guide.links.items()
+                 if guide.cells[(row, col)].value == "Attention heatmap"] or [None]
+    if not blocks:
+        assert heatmap is None
+        return
+    want = "dec.h.0.cross.head0.weights" if m.encoder_decoder else "h.0.attn.head0.weights"
+    title, _ = book.headers[want]
+    assert _target(heatmap) == (title.sheet, title.row, title.col)
+
+
 def test_spec_notes_are_paragraphs_of_the_leading_comments():
     source = ('name = "x"\n# One\n# two.\n#\n# Three:\n#   cmd --flag\n\n[vocab]\n# not this\n')
     assert spec_notes(source) == ["One two.", "Three:\ncmd --flag"]
@@ -199,6 +227,61 @@ def test_no_error_anywhere_and_the_chart_shows_the_chosen_row(case, engine, char
                       "output_text": cell_value(values, built.names["output_text"])}
 
 
+# (case, template, text typed into input_text, the note beside it, the output it explains)
+PADDING = " (the model reads it like any character, so it can show in the output)"
+LENGTH_CASES = [
+    ("reverse-long", "reverse", "spreadsheet",
+     "the input has 11 characters; only the first 6 are read (max_seq)", "daerps"),
+    ("reverse-short", "reverse", "abc",
+     "the input has 3 characters; positions 3 to 5 read the padding token ' '" + PADDING,
+     "   cba"),
+    ("reverse-one-short", "reverse", "abcde",
+     "the input has 5 characters; position 5 reads the padding token ' '" + PADDING, " edcba"),
+    ("reverse-one", "reverse", "a",
+     "the input has 1 character; positions 1 to 5 read the padding token ' '" + PADDING,
+     "     a"),
+    ("reverse-full", "reverse", "python", "", "nohtyp"),
+    ("reverse-number", "reverse", 12345678,
+     "the input has 8 characters; only the first 6 are read (max_seq)", "654321"),
+    ("alphabet-long", "alphabet", "abcdefghij", "the prompt has 10 characters; only the first "
+     "8 are read (max_seq), so no position is left to generate", ""),
+    ("alphabet-full", "alphabet", "abcdefgh",
+     "the prompt fills all 8 positions (max_seq): none is left to generate", ""),
+    ("alphabet-short", "alphabet", "abc",
+     "the prompt has 3 characters; the 8 positions (max_seq) leave room for 5 of the 7 steps",
+     "defgh"),
+    ("alphabet-room", "alphabet", "a", "", "bcdefgh"),
+    ("alphabet-empty", "alphabet", "", "the prompt is empty: nothing is generated", ""),
+    ("copy-long", "copy", "abcdefghij",  # the decoder writes 7 tokens (generate.steps)
+     "the input has 10 characters; only the first 8 are read (max_seq)", "abcdefg"),
+    ("copy-short", "copy", "hello",
+     "the input has 5 characters; positions 5 to 7 read the padding token ' '", "hello$"),
+]
+
+
+@pytest.fixture(scope="module")
+def lengths(tmp_path_factory):
+    folder, paths = tmp_path_factory.mktemp("lengths"), {}
+    for case, template, typed, _, _ in LENGTH_CASES:
+        paths[case] = build_template(template, folder / f"{case}.xlsx")
+        _type(paths[case], "input_text", typed)
+    return paths, lazy_recalc(paths, tmp_path_factory)
+
+
+@pytest.mark.parametrize("engine", recalc.ENGINES)
+@pytest.mark.parametrize("case", LENGTH_CASES, ids=[c[0] for c in LENGTH_CASES])
+def test_the_input_sheet_says_live_what_the_length_of_the_typed_text_does(case, engine,
+                                                                          lengths):
+    """A text longer than max_seq is cut, a shorter one padded (which is where padding in
+    the output comes from), a prompt leaves so much room to generate: the note says so
+    for whatever is typed, and the output shows it."""
+    name, _, _, note, output = case
+    paths, recomputed = lengths
+    built, values = read_built(paths[name]), open_values(recomputed(engine)[name])
+    assert (cell_value(values, built.names["input.length_note"]) or "") == note
+    assert (cell_value(values, built.names["output_text"]) or "") == output
+
+
 def _echoes(path: Path, values) -> dict[str, object]:
     """What the guide shows beside its links to the input and output cells."""
     wb, names = openpyxl.load_workbook(path), read_built(path).names
@@ -223,6 +306,61 @@ def test_every_showcase_workbook_renders_to_a_picture_that_is_not_blank(tmp_path
         dark = (pixels.mean(axis=2) < 128).mean()
         assert pixels.shape[0] > 100 and pixels.shape[1] > 100, path.name
         assert pixels.std() > 10 and 0.001 < dark < 0.5, f"{path.name} looks blank"
+
+
+def test_a_label_cut_by_its_neighbour_widens_its_column_and_no_other():
+    sheet = Sheet("S")
+    sheet.put(2, 3, Cell(LABEL, "x", "collabel"))
+    sheet.put(2, 5, Cell(LABEL, "teacher-forcing target", "collabel"))  # runs left to C
+    sheet.put(4, 7, Cell(LABEL, "a title that runs right across empty cells", "title"))
+    sheet.put(6, 1, Cell(LABEL, "runs left off the sheet", "collabel"))
+    fit(sheet)
+    assert set(sheet.widths) == {5, 1}
+    assert sheet.widths[5] + DEFAULT_WIDTH >= text_width("teacher-forcing target", "collabel")
+    assert sheet.widths[1] >= text_width("runs left off the sheet", "collabel")
+
+
+# Wrapped text breaks lines after a hyphen: words are compared hyphen by hyphen.
+_PIECES = re.compile(r"[^-]*-+|[^-]+")
+
+
+def _pieces(words) -> Counter:
+    return Counter(p for w in words for p in _PIECES.findall(w))
+
+
+def test_no_label_runs_into_its_neighbour_on_any_sheet(tmp_path):
+    """Every sheet of every template, drawn by LibreOffice (whose fonts are wider than
+    Calibri): every word of every label and text cell is drawn whole. A text too wide for
+    its cell runs across the empty cells beside it (leftwards when right-aligned) and is
+    cut at the first cell that is not empty, so a cut label shows as missing or merged
+    words on the page. Only a left-aligned text with nothing right of it may run off
+    the page's edge: it has no neighbour to run into. Formula cells are not checked."""
+    require_renderer()
+    right = {look for look, attrs in writer.LOOKS.items()
+             if getattr(attrs.get("alignment"), "horizontal", None) == "right"}
+    books, paths = {}, []
+    for template in catalog.names():
+        _, books[template] = _build(template)
+        paths.append(tmp_path / f"{template}.xlsx")
+        writer.save(books[template], paths[-1])
+    pdfs = render.export_pdf([(path, None) for path in paths], tmp_path)
+    cut = []
+    for (template, book), (pdf, _) in zip(books.items(), pdfs, strict=True):
+        pages = pdf_words(pdf)
+        assert len(pages) == len(book.sheets)
+        for sheet, drawn in zip(book.sheets.values(), pages, strict=True):
+            cells = list(sheet.items())
+            last = {}  # the last column of each row that holds anything
+            for (row, col), _ in cells:
+                last[row] = max(col, last.get(row, 0))
+            for area in sheet.merges:
+                last[area.row] = max(area.col + area.ncols - 1, last.get(area.row, 0))
+            labels = [str(c.value).split() for (row, col), c in cells
+                      if c.kind in (LABEL, TEXT) and (c.style in right or col < last[row])]
+            missing = _pieces(w for words in labels for w in words) - _pieces(drawn)
+            if missing:
+                cut.append(f"{template} {sheet.name}: {' '.join(sorted(missing.elements()))}")
+    assert not cut, "\n".join(cut)
 
 
 def test_render_command_writes_a_png_and_rejects_an_unknown_sheet(tmp_path):

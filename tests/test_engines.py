@@ -161,14 +161,6 @@ def test_unknown_characters_are_shown_plainly(engine, built, recomputed):
     assert cell_value(values, names["input.chars"], 1, 0) == "\u00e9"
 
 
-@pytest.mark.parametrize("engine", recalc.ENGINES)
-def test_too_long_input_says_what_is_read(engine, built, recomputed):
-    values = open_values(recomputed(engine)["live-reverse-too-long"])
-    names = read_built(built["live-reverse-too-long"]).names
-    assert cell_value(values, names["input.length_note"]) == "only the first 6 characters are read"
-    assert cell_value(values, names["output_text"]) == "spread"[::-1]
-
-
 def test_reference_agrees_with_the_typed_text(built):
     """The check above compares with the reference for the text in the file, not the build."""
     workbook = read_built(built["live-tiny-gpt"])

@@ -101,9 +101,26 @@ def cases() -> list[tuple[str, Callable[[Row], tuple[str, object]]]]:
     for typed, want in [(3, ""), (None, "padding"), ("x", ERR), (2.5, ERR), (5, ERR)]:
         case("typed_note", lambda r, t=typed, w=want: (f.typed_note(r.put(t), 5), w))
     case("lookup", lambda r: (f.lookup(r.column(1, 2, 3), r.put(2), 0), 3))
-    case("too_long_note", lambda r: (f.too_long_note(r.put("abcdefg"), 6),
-                                     "only the first 6 characters are read"))
-    case("too_long_note", lambda r: (f.too_long_note(r.put("abcdef"), 6), ""))
+    shows = " (the model reads it like any character, so it can show in the output)"
+    for text, shows_padding, want in [
+            ("abcdefg", True, "the input has 7 characters; only the first 6 are read (max_seq)"),
+            ("abcdef", True, ""),
+            ("abcde", False, "the input has 5 characters; position 5 reads the padding token '_'"),
+            ("a", True, "the input has 1 character; positions 1 to 5 read the padding token "
+                        "'_'" + shows),
+            (None, False, "the input has 0 characters; positions 0 to 5 read the padding "
+                          "token '_'")]:
+        case("length_note", lambda r, t=text, s=shows_padding, w=want: (
+            f.length_note(r.put(t), 6, r.put("_"), s), w))
+    for text, want in [
+            (None, "the prompt is empty: nothing is generated"),
+            ("abcdefg", "the prompt has 7 characters; only the first 6 are read (max_seq), so "
+                        "no position is left to generate"),
+            ("abcdef", "the prompt fills all 6 positions (max_seq): none is left to generate"),
+            ("abcd", "the prompt has 4 characters; the 6 positions (max_seq) leave room for 2 "
+                     "of the 3 steps"),
+            ("abc", "")]:
+        case("prompt_note", lambda r, t=text, w=want: (f.prompt_note(r.put(t), 6, r.put(3)), w))
     # positions
     case("sinusoid", lambda r: (f.sinusoid(3, 5, 8), math.cos(3 / 10000 ** (4 / 8))))
     case("sinusoid", lambda r: (f.sinusoid(3, 4, 8), math.sin(3 / 10000 ** (4 / 8))))

@@ -17,6 +17,7 @@ import numpy as np
 from . import explain, reference
 from . import formulas as f
 from .book import FORMULA, LABEL, NUMBER, TEXT, Book, Cell, Chart, Fill, Header
+from .fit import fit
 from .generation import Generation
 from .guide import GUIDE, guide_sheet
 from .layout import EXCEL, Area, Flow, SheetLimits, Slot, vocab_down
@@ -113,11 +114,10 @@ class _Builder:
         sheets = {
             INPUT: ("the typed token ids" if self.spec.reads_ids else "the input text")
             + ", how each position is read, the embeddings",
-            **{layer_sheet(i, "enc."): f"encoder block {i}: attention over the whole input, "
-               "then feed-forward" for i in range(m.n_enc_layer)},
-            **{layer_sheet(i, self.dec): f"transformer block {i}: attention, "
-               + ("cross-attention to the encoder, " if self.dec else "") + "then feed-forward"
-               for i in range(m.n_layer)},
+            # the guide adds the sub-layers each block is built from
+            **{layer_sheet(i, "enc."): f"encoder block {i}" for i in range(m.n_enc_layer)},
+            **{layer_sheet(i, self.dec): ("decoder" if self.dec else "transformer")
+               + f" block {i}" for i in range(m.n_layer)},
             **({PAIRWISE: "each head's scores as X · W_Q · W_K^T · X^T: the pairwise view"}
                if self.with_pairwise() else {}),
             OUTPUT: "the final vectors, logits, probabilities, the output text and a chart",
@@ -142,6 +142,8 @@ class _Builder:
             x = self.layer(i, x)
         self.output_sheet(x)
         guide_sheet(self.book, self.spec, sheets)
+        for sheet in self.book.sheets.values():  # no label cut by its neighbour
+            fit(sheet)
         if self.big_heatmaps:
             self.book.notices.append(
                 f"{self.big_heatmaps} blocks of more than {HEATMAP_MAX_CELLS:,} cells have "
@@ -397,8 +399,6 @@ class _Builder:
         text_cell = self.scalar("input_text", S, 2, Cell(TEXT, text, "input"), "type input here")
         self.input_text = text_cell.ref(0, 0, S, absolute=True)
         self.label(S, ECHO_ROW, 2, "output text")
-        note = f.too_long_note(self.input_text, T)
-        self.scalar("input.length_note", S, 4, Cell(FORMULA, f.prepare(note)), "note")
         pad = self.scalar("pad", S, 5, Cell(TEXT, spec.vocab.pad), "padding token")
         pad_id = self.scalar("pad_id", S, 6, Cell(NUMBER, spec.vocab.pad_id), "padding id")
         flow = Flow(S, top=8, cols=self.limits.cols)
@@ -440,8 +440,22 @@ class _Builder:
                   lambda i, _: f.input_note(self.input_text, i, row(i, S)), trace=False)
         if self.spec.generate is not None:  # the decoder reads back what it chose
             self.generation = Generation(self)
-            return self.generation.decoder_input(flow, ids)
-        return self.embeddings(flow, ids)
+            x = self.generation.decoder_input(flow, ids)
+        else:
+            x = self.embeddings(flow, ids)
+        self.length_note(pad_ref)
+        return x
+
+    def length_note(self, pad: str) -> None:
+        """What the model makes of the typed text's length, live: cut to max_seq, padded,
+        or (a generating decoder's prompt) how much room is left to generate."""
+        T, S = self.T, INPUT
+        if self.generation is not None and not self.m.encoder_decoder:
+            steps = self.generation.consts["gen.steps"].ref(0, 0, S, True)
+            note = f.prompt_note(self.input_text, T, steps)
+        else:  # the output follows the input's positions unless a decoder generates it
+            note = f.length_note(self.input_text, T, pad, self.generation is None)
+        self.scalar("input.length_note", S, 4, Cell(FORMULA, f.prepare(note)), "note")
 
     def ids_input_sheet(self, typed_ids) -> Area:
         """Typed token ids -> checked ids -> tokens -> embeddings; no text, no one-hot."""

@@ -111,9 +111,39 @@ def lookup(table: str, row_id: str, col: int) -> str:
     return f"INDEX({table},{row_id}+1,{col + 1})"
 
 
-def too_long_note(text: str, max_seq: int) -> str:
-    note = string(f"only the first {max_seq} characters are read")
-    return f'IF(LEN({text})>{max_seq},{note},"")'
+def _characters(n: str) -> str:
+    """'3 characters', '1 character': a count of characters as text."""
+    return f'{n}&IF({n}=1," character"," characters")'
+
+
+def length_note(text: str, max_seq: int, pad: str, shows_padding: bool) -> str:
+    """What the model reads of the typed text: a longer text is cut to the first max_seq
+    characters; past a shorter one, positions read the padding token, and a model whose
+    output follows its input positions (`shows_padding`) may show it in the output."""
+    n, last = f"LEN({text})", max_seq - 1
+    cut = (f'"the input has "&{n}&" characters; only the first {max_seq} are read '
+           f'(max_seq)"')
+    where = (f'IF({n}={last},"; position {last} reads",'
+             f'"; positions "&{n}&" to {last} read")')
+    why = (" (the model reads it like any character, so it can show in the output)"
+           if shows_padding else "")
+    padded = (f'"the input has "&{_characters(n)}&{where}&" the padding token \'"&{pad}&"\'"'
+              + (f"&{string(why)}" if why else ""))
+    return f'IF({n}>{max_seq},{cut},IF({n}<{max_seq},{padded},""))'
+
+
+def prompt_note(text: str, max_seq: int, steps: str) -> str:
+    """What a generating decoder makes of its prompt: nothing to generate from (empty),
+    cut to max_seq positions (then none is left to generate), or room for fewer tokens
+    than `steps` in the positions after it."""
+    n, T = f"LEN({text})", max_seq
+    return (f'IF({n}=0,"the prompt is empty: nothing is generated",'
+            f'IF({n}>{T},"the prompt has "&{n}&" characters; only the first {T} are read '
+            f'(max_seq), so no position is left to generate",'
+            f'IF({n}={T},"the prompt fills all {T} positions (max_seq): none is left to '
+            f'generate",IF({n}+{steps}>{T},"the prompt has "&{_characters(n)}&"; the {T} '
+            f'positions (max_seq) leave room for "&({T}-{n})&" of the "&{steps}&" steps",'
+            f'""))))')
 
 
 # --- positions ----------------------------------------------------------------

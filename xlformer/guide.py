@@ -8,8 +8,10 @@ exactly the blocks the workbook has, each linked to its title cell.
 from __future__ import annotations
 
 import math
+import re
 
 from . import formulas as f
+from . import reference
 from .a1 import cell, sheet_prefix
 from .book import FORMULA, LABEL, Book, Cell
 from .layout import Area
@@ -73,8 +75,32 @@ def guide_sheet(book: Book, spec: Spec, sheets: dict[str, str]) -> None:
     _colours(page)
     page.heading("Sheets")
     for name, holds in sheets.items():
+        parts = sublayers(book, spec, name)
         page.link(2, name, Area(name, 1, 1, 1, 1))
-        page.line((3, holds, ""))
+        page.line((3, f"{holds}: {parts}" if parts else holds, ""))
+
+
+# The last block of each sub-layer a transformer block is built from.
+_SUBLAYER = re.compile(r"^(?P<p>(?:enc\.|dec\.)?h\.\d+)\.(?P<kind>attn|cross|mlp)\.c_proj$")
+
+
+def sublayers(book: Book, spec: Spec, sheet: str) -> str:
+    """The sub-layers built on a sheet, in order, e.g. 'attention over the whole input,
+    then feed-forward'; '' for a sheet that has none."""
+    parts = []
+    for name, area in book.blocks.items():
+        match = _SUBLAYER.match(name)
+        if match is None or area.sheet != sheet:
+            continue
+        parts.append({
+            "attn": "causal attention"
+                    if reference.causal(spec, match["p"]) else "attention over the whole input",
+            "cross": "cross-attention to the encoder",
+            "mlp": "feed-forward"}[match["kind"]])
+    if not parts:
+        return ""
+    *first, last = parts
+    return (", ".join(first) + ", then " if first else "") + last
 
 
 def _about(page: _Page, spec: Spec) -> None:
@@ -134,10 +160,15 @@ def _try_it(page: _Page, book: Book, spec: Spec) -> None:
     page.line((3, f"The model reads up to {spec.model.max_seq} {unit}; the input sheet "
                   "shows how each one is read.", ""))
     heads = [n for n in book.headers if n.endswith(".weights")]
+    # Cross-attention, where there is any, is the picture worth showing: the alignment
+    # of each decoder step with the source positions it reads.
+    heads = [n for n in heads if ".cross." in n] or heads
     if heads:
         title, _ = book.headers[heads[0]]
         page.link(2, "Attention heatmap", title)
-        page.line((3, f"{heads[0]}: row i shows which positions position i reads", ""))
+        reads = ("the source positions decoder step i reads: the alignment"
+                 if ".cross." in heads[0] else "which positions position i reads")
+        page.line((3, f"{heads[0]}: row i shows {reads}", ""))
     chart = book.names.get("chart.position")
     if chart is not None:
         page.link(2, "Probability chart", chart)

@@ -55,7 +55,7 @@ INPUT_FILL, WEIGHT_FILL, OUTPUT_FILL, TITLE_FILL = "FFF2CC", "DDEBF7", "E2EFDA",
 # else (blue for the lowest, white for the median, red for the highest).
 BLUE, WHITE, RED = "5B9BD5", "FFFFFF", "F8696B"
 _WRAP = Alignment(wrap_text=True, vertical="top")
-_LOOKS = {
+LOOKS = {
     "title": {"font": Font(bold=True), "fill": PatternFill("solid", fgColor=TITLE_FILL)},
     "header": {"font": Font(italic=True, color="555555")},
     "collabel": {"font": Font(italic=True, color="555555"),
@@ -185,7 +185,7 @@ class _Looks:
         if key not in self.styles:
             look, fmt, quote = key
             probe = XlCell(ws)
-            for attr, value in _LOOKS.get(look, {}).items():
+            for attr, value in LOOKS.get(look, {}).items():
                 setattr(probe, attr, value)
             if fmt:
                 probe.number_format = fmt
