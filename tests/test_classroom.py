@@ -23,6 +23,8 @@ from xlformer.reader import cell_value, open_values, read_block, read_built
 from xlformer.spec import load_spec
 from xlformer.weights import make_weights
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 CORNERS = str(Path(__file__).parent / "specs" / "corners.toml")
 WORDS = str(Path(__file__).parent / "specs" / "words.toml")  # reads token ids

@@ -142,6 +142,7 @@ def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["w.xlsx"]
 
 
+@pytest.mark.slow
 def test_verify_passes_a_fresh_build(run):
     require_engine("gnumeric")
     result = run("verify", "vanilla-encoder", "--engine", "gnumeric")

@@ -15,6 +15,8 @@ from xlformer.spec import parse_spec
 from xlformer.verify import compare
 from xlformer.weights import make_weights
 
+pytestmark = pytest.mark.fast
+
 TOKENS = list("abcdexyz ")
 SPECS = {
     # causal, pre-norm, three heads whose width (6) is not d_model (4), biases everywhere

@@ -21,6 +21,8 @@ from xlformer import formulas as f
 from xlformer import recalc
 from xlformer.reader import open_values
 
+pytestmark = pytest.mark.fast
+
 FIRST_INPUT_COLUMN = 3  # inputs from column C; the formula in A
 
 

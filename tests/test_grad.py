@@ -22,7 +22,8 @@ from xlformer.weights import expected_shapes, random_weights
 CORNERS = Path(__file__).parent / "specs" / "corners.toml"
 SPECS = {f"random-{s}": (lambda s=s: parse_spec(random_spec(s))) for s in range(COUNT)}
 SPECS["corners"] = lambda: load_spec(CORNERS)
-SPECS |= {n: (lambda n=n: load_spec(catalog.resolve(n))) for n in ("tiny-gpt", "vanilla-encoder")}
+TEMPLATES = ("tiny-gpt", "vanilla-encoder")  # the long ones: slow tier only
+SPECS |= {n: (lambda n=n: load_spec(catalog.resolve(n))) for n in TEMPLATES}
 GRID = """
 name = "grid"
 [vocab]
@@ -76,7 +77,8 @@ def excess_error(analytic, numeric) -> float:
     return float(np.max(np.abs(analytic - numeric)) / (RTOL * scale + ATOL))
 
 
-@pytest.mark.parametrize("name", SPECS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in TEMPLATES
+                                  else n for n in SPECS])
 def test_gradients_match_finite_differences(name):
     spec = SPECS[name]()
     params = random_weights(spec, seed=3, std=0.5)

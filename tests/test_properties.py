@@ -11,6 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from helpers import failures, require_engine
 from hypothesis import HealthCheck, Phase, given, settings
@@ -23,6 +24,8 @@ from xlformer.reader import open_values, read_built
 from xlformer.spec import parse_spec
 from xlformer.verify import compare
 from xlformer.weights import make_weights
+
+pytestmark = pytest.mark.slow
 
 ENGINE_EXAMPLES = int(os.environ.get("XLFORMER_EXAMPLES", "8"))
 FIXED = settings(deadline=None, derandomize=True, database=None,

@@ -91,6 +91,7 @@ def test_stale_cached_value_is_recomputed(engine: str, tmp_path: Path) -> None:
     assert_computed(values(out))
 
 
+@pytest.mark.slow
 def test_libreoffice_same_basename_in_one_call(tmp_path: Path) -> None:
     require_engine("libreoffice")
     rows = [[1.0, 2.0, 3.0], [10.0, 20.0, 30.0]]

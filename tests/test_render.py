@@ -106,6 +106,7 @@ def _png_size(path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+@pytest.mark.slow
 def test_a_block_by_its_name_shows_its_title_and_labels_and_nothing_else(tmp_path, atbash):
     require_renderer()
     # LibreOffice saves no row that is empty (the gap rows between bands), which the
@@ -151,6 +152,7 @@ def test_a_block_by_its_name_shows_its_title_and_labels_and_nothing_else(tmp_pat
     assert CHART_TITLE in _page_text(chart, chart_page)
 
 
+@pytest.mark.slow
 def test_a_range_picture_is_small_and_the_default_picture_fits_a_projector(tmp_path, atbash):
     require_renderer()
     out = tmp_path / "weights.png"

@@ -24,6 +24,8 @@ from xlformer.spec import load_spec
 from xlformer.verify import verify
 from xlformer.weights import make_weights
 
+pytestmark = pytest.mark.slow
+
 MEDIUM = Path(__file__).parent / "specs" / "medium.toml"
 
 

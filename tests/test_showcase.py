@@ -11,6 +11,8 @@ from xlformer.cli import main
 from xlformer.reader import open_values, read_built
 from xlformer.verify import compare
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 SHOWCASE = sorted((ROOT / "workbooks").glob("*.xlsx"))
 

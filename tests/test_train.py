@@ -19,6 +19,8 @@ from xlformer.cli import main
 from xlformer.spec import SpecError, load_spec, parse_spec
 from xlformer.weights import make_weights
 
+pytestmark = pytest.mark.slow
+
 SMALL = """
 name = "small"
 text = "ab"

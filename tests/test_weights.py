@@ -92,6 +92,7 @@ def test_reference_reverses_with_the_hand_built_weights(word):
 PRINTABLE = "".join(chr(c) for c in range(32, 127))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=PRINTABLE, max_size=6))
 def test_every_printable_input_reverses_exactly(word):
@@ -130,6 +131,7 @@ def test_reference_transposes_a_3x3_matrix(word):
     assert np.allclose(trace["h.0.attn.head0.weights"], np.eye(9)[route], atol=1e-9)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=PRINTABLE, max_size=8))
 def test_every_printable_input_ciphers_exactly(word):
@@ -142,6 +144,7 @@ def test_every_printable_input_ciphers_exactly(word):
                           [float(ord(c)) for c in out])
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=PRINTABLE, max_size=9))
 def test_every_printable_matrix_transposes_exactly(word):

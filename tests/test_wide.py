@@ -36,6 +36,8 @@ from xlformer.spec import load_spec, parse_spec
 from xlformer.verify import compare
 from xlformer.weights import expected_shapes, make_weights
 
+pytestmark = pytest.mark.slow
+
 NARROW = SheetLimits(cols=64)  # fewer columns than the 95 printable characters
 
 TEXT_SPEC = """name = "wide-{tag}"

@@ -17,6 +17,8 @@ from xlformer.reader import read_built
 from xlformer.spec import load_spec
 from xlformer.weights import make_weights
 
+pytestmark = pytest.mark.slow
+
 # Named cells that hold typed-in data rather than computed values.
 DATA_NAMES = {"input_text", "pad", "pad_id", "vocab", "head_size", "ln_eps", "target_vocab",
               "gen.steps", "gen.pad_id", "gen.end_id", "gen.start_id", "gen.temperature",

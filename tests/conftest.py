@@ -1,0 +1,20 @@
+"""The two tiers: `bash scripts/test --fast` runs `pytest -m "not slow"`.
+
+Slow are the engine tests (parametrized over `engine`, or reading the `recomputed`
+fixture), unless their module is marked `fast` (the fast tier's own engine checks),
+and the tests marked `slow` by hand: other engine and renderer runs, and long
+computations.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("fast"):
+            continue
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "engine" in params or "recomputed" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
