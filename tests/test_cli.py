@@ -8,10 +8,12 @@ import pytest
 from click.testing import CliRunner
 from helpers import require_engine
 
-from xlformer import catalog, writer
+from xlformer import a1, catalog, reference, writer
 from xlformer.cli import main
-from xlformer.reader import read_built
+from xlformer.layout import Area
+from xlformer.reader import Built, read_built
 from xlformer.spec import load_spec
+from xlformer.verify import _compare_block, relative_error
 from xlformer.weights import make_weights
 
 
@@ -163,3 +165,41 @@ def test_verify_fails_a_tampered_workbook(run, tmp_path, engine):
     assert result.exit_code == 1
     assert "h.0.attn.head0.weights" in result.output and "FAIL" in result.output
     assert "Layer0!" in result.output
+
+
+def test_a_reference_of_exact_zeros_fails_naming_the_cell():
+    """A wrong cell where the reference is 0 is named; the relative error leaves it out
+    (it once divided by the smallest float: an overflow from an error of 4 up)."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "S"
+    for row in ([0.0, 1e-3, 0.0], [0.0, 0.0, -7.0]):
+        ws.append(row)
+    built = Built(None, {}, "", {"zeros": Area("S", 1, 1, 2, 3)}, {})
+    zeros = np.zeros((2, 3))
+    check = _compare_block("engine", "zeros", zeros, zeros, built, wb)
+    assert [p.split(": got ")[0] for p in check.problems] == ["S!B1", "S!C2"]
+    assert not check.ok and (check.max_abs, check.max_rel) == (7.0, 0.0)
+    ws["B1"] = ws["C2"] = 0.0
+    check = _compare_block("engine", "zeros", zeros, zeros, built, wb)
+    assert check.ok and (check.max_abs, check.max_rel) == (0.0, 0.0)
+    assert relative_error(np.array([5.0, 3.0]), np.array([0.0, -2.0])).tolist() == [0, 2.5]
+
+
+def test_a_wrong_cell_where_the_reference_is_zero_is_named(run):
+    engine = "gnumeric"
+    require_engine(engine)
+    assert run("build", "-o", "r.xlsx").exit_code == 0
+    built = read_built(Path("r.xlsx"))
+    assert reference.forward(built.spec, built.params, built.text)["pos_emb"][2, 0] == 0
+    area = built.names["pos_emb"]
+    wb = openpyxl.load_workbook("r.xlsx")
+    wb[area.sheet].cell(area.row + 2, area.col).value = "=7"
+    wb.save("r.xlsx")
+    result = run("verify", "r.xlsx", "--engine", engine)
+    assert result.exit_code == 1, result.output
+    cell = f"{area.sheet}!{a1.cell(area.row + 2, area.col)}"
+    assert any(line.startswith(f"    {cell}: got ") and "7" in line
+               for line in result.output.splitlines())
+    assert any(line.startswith(f"{engine:<12} pos_emb ") and line.endswith("FAIL")
+               for line in result.output.splitlines())
