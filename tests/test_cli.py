@@ -1,4 +1,5 @@
-"""The command line as a user meets it: messages, exit codes, files written or not."""
+"""The command line as a user meets it: messages, exit codes, files written or not; verify
+after a user typed into the workbook and saved it in a spreadsheet engine."""
 
 from pathlib import Path
 
@@ -6,9 +7,11 @@ import numpy as np
 import openpyxl
 import pytest
 from click.testing import CliRunner
-from helpers import require_engine
+from helpers import build_template, require_engine
+from openpyxl.workbook.defined_name import DefinedName
+from test_engines import type_text
 
-from xlformer import a1, catalog, reference, writer
+from xlformer import a1, catalog, recalc, reference, writer
 from xlformer.cli import main
 from xlformer.layout import Area
 from xlformer.reader import Built, read_built
@@ -61,7 +64,8 @@ def test_templates_lists_every_template_with_its_description(run):
     (["build", "--weights", "none.npz"], "Error: weights file none.npz does not exist"),
     (["verify", "none.xlsx"], "Error: workbook none.xlsx does not exist"),
     (["verify", "plain.xlsx"], "Error: plain.xlsx is not a workbook built by xlformer"),
-    (["verify", "broken.xlsx"], "Error: broken.xlsx is not a readable .xlsx workbook"),
+    (["verify", "broken.xlsx"], "Error: broken.xlsx is not a valid .xlsx file (it is not a "
+                                "zip archive)"),
     (["build", "bad.toml"], "Error: bad.toml is not valid TOML: "),
     (["build", "latin1.toml"], "Error: spec latin1.toml is not UTF-8 text (byte 11: b'\\xe9')"),
     (["build", "typo.toml"], "Error: unknown key 'model.n_heads' (did you mean 'model.n_head'?)"),
@@ -165,6 +169,49 @@ def test_verify_fails_a_tampered_workbook(run, tmp_path, engine):
     assert result.exit_code == 1
     assert "h.0.attn.head0.weights" in result.output and "FAIL" in result.output
     assert "Layer0!" in result.output
+
+
+@pytest.mark.parametrize("saver", recalc.ENGINES)
+def test_a_workbook_typed_into_and_saved_by_an_engine_verifies(run, tmp_path, saver):
+    """Build, type a new word, open and save in the engine (LibreOffice's save loses the
+    comments' author, which Gnumeric then saves as no author at all), verify in both."""
+    require_engine(saver)
+    assert run("build", "-o", "r.xlsx").exit_code == 0
+    type_text(tmp_path / "r.xlsx", "Stream")
+    [saved] = recalc.recalc([tmp_path / "r.xlsx"], saver, tmp_path / saver)
+    result = run("verify", str(saved))
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().endswith(" 0 failed")
+
+
+def test_a_lost_defined_name_is_named(run, tmp_path):
+    assert run("build", "-o", "r.xlsx").exit_code == 0
+    wb = openpyxl.load_workbook("r.xlsx")
+    del wb.defined_names["wte"]
+    wb.save("r.xlsx")
+    result = run("verify", "r.xlsx")
+    assert (result.exit_code, result.output) == (
+        2, "Error: r.xlsx lacks the defined name 'wte', which locates a block of the model; "
+           "build the workbook again\n")
+
+
+def test_names_a_user_adds_locate_no_block(tmp_path):
+    path = build_template("reverse", tmp_path / "r.xlsx")
+    wb = openpyxl.load_workbook(path)
+    wb.defined_names.add(DefinedName("rate", attr_text="0.5"))
+    wb.defined_names.add(DefinedName("two", attr_text="Input!$A$1,Input!$C$3"))
+    wb.save(path)
+    built = read_built(path)
+    assert built.text == "python" and not {"rate", "two"} & set(built.names)
+
+
+@pytest.mark.parametrize("typed", [0, 62951413])
+def test_digits_typed_as_a_number_read_as_their_digits(tmp_path, typed):
+    """A spreadsheet stores digits typed into a cell as a number; the sheet reads them as
+    text (MID), and so must the reference."""
+    path = build_template("sort", tmp_path / "sort.xlsx")
+    type_text(path, typed)
+    assert read_built(path).text == str(typed)
 
 
 def test_a_reference_of_exact_zeros_fails_naming_the_cell():
