@@ -1,13 +1,14 @@
 """The command line as a user meets it: messages, exit codes, files written or not; verify
 after a user typed into the workbook and saved it in a spreadsheet engine."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import openpyxl
 import pytest
 from click.testing import CliRunner
-from helpers import build_template, require_engine
+from helpers import ANSWERS, build_template, require_engine
 from openpyxl.workbook.defined_name import DefinedName
 from test_engines import type_text
 
@@ -18,6 +19,8 @@ from xlformer.reader import Built, read_built
 from xlformer.spec import load_spec
 from xlformer.verify import _compare_block, relative_error
 from xlformer.weights import make_weights
+
+WORDS = Path(__file__).parent / "specs" / "words.toml"  # reads token ids
 
 
 @pytest.fixture
@@ -66,6 +69,11 @@ def test_templates_lists_every_template_with_its_description(run):
     (["verify", "plain.xlsx"], "Error: plain.xlsx is not a workbook built by xlformer"),
     (["verify", "broken.xlsx"], "Error: broken.xlsx is not a valid .xlsx file (it is not a "
                                 "zip archive)"),
+    (["verify", "notes.txt"], "Error: notes.txt is not a workbook (.xlsx), a spec (.toml) or a "
+                              "template name"),
+    (["verify", "missing.txt"], "Error: missing.txt does not exist"),
+    (["verify", "folder.xlsx"], "Error: folder.xlsx is a folder, not a workbook (.xlsx)"),
+    (["verify", "nope"], "Error: 'nope' is neither a spec file nor a template"),
     (["build", "bad.toml"], "Error: bad.toml is not valid TOML: "),
     (["build", "latin1.toml"], "Error: spec latin1.toml is not UTF-8 text (byte 11: b'\\xe9')"),
     (["build", "typo.toml"], "Error: unknown key 'model.n_heads' (did you mean 'model.n_head'?)"),
@@ -95,6 +103,8 @@ def _bad_inputs(folder: Path) -> None:
     (folder / "bad.toml").write_text(source.replace("[model]", "[model"))
     (folder / "typo.toml").write_text(source.replace("n_head =", "n_heads ="))
     (folder / "text.npz").write_text("not an npz")
+    (folder / "notes.txt").write_text("my notes")
+    (folder / "folder.xlsx").mkdir()
     (folder / "latin1.toml").write_bytes('name = "caf\u00e9"\n'.encode("latin-1"))
     good = make_weights(load_spec(catalog.resolve("reverse")))
     for name, change in [("nan", {"wte": good["wte"] * np.nan}),
@@ -181,7 +191,22 @@ def test_a_workbook_typed_into_and_saved_by_an_engine_verifies(run, tmp_path, sa
     [saved] = recalc.recalc([tmp_path / "r.xlsx"], saver, tmp_path / saver)
     result = run("verify", str(saved))
     assert result.exit_code == 0, result.output
+    want = json.dumps(ANSWERS["reverse"]("Stream"))  # "maertS"
+    assert result.output.splitlines()[:3] == [
+        'input: "Stream"', f"libreoffice output_text: {want}", f"gnumeric output_text: {want}"]
     assert result.output.rstrip().endswith(" 0 failed")
+
+
+def test_verify_shows_the_ids_it_read(run):
+    require_engine("gnumeric")
+    spec = load_spec(WORDS)
+    ids = reference.forward(spec, make_weights(spec), (5, 2, 1))["output.ids"]
+    want = reference.decode(spec.out_vocab, ids)
+    assert " " in want  # spaces must show: the tokens " " and " cat"
+    result = run("verify", str(WORDS), "--ids", "5 2 1", "--engine", "gnumeric")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[:2] == [
+        "input ids: 5, 2, 1", f"gnumeric output_text: {json.dumps(want)}"]
 
 
 def test_a_lost_defined_name_is_named(run, tmp_path):

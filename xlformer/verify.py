@@ -36,6 +36,7 @@ class BlockCheck:
     max_abs: float = 0.0
     max_rel: float = 0.0
     problems: list[str] = field(default_factory=list)
+    shown: object = None  # output_text's check: the text the engine computed
 
     @property
     def ok(self) -> bool:
@@ -127,7 +128,7 @@ def _compare_output(engine, built: Built, values, ids) -> BlockCheck:
     want = reference.decode(built.spec.out_vocab, ids)
     got = cell_value(values, built.names["output_text"])
     got = "" if got is None else got  # an empty text result reads back as None
-    check = BlockCheck(engine, "output_text", 1)
+    check = BlockCheck(engine, "output_text", 1, shown=got)
     if got != want:
         check.problems.append(f"output_text is {got!r}, the reference decodes {want!r}")
     return check
@@ -160,9 +161,11 @@ def _cell_at(row: int, col: int) -> str:
     return a1.cell(row, col)
 
 
-def verify(path: Path, engines: tuple[str, ...]) -> list[BlockCheck]:
-    """Recompute `path` in each engine and compare with the reference."""
-    built = read_built(path)
+def verify(path: Path, engines: tuple[str, ...], built: Built | None = None
+           ) -> list[BlockCheck]:
+    """Recompute `path` in each engine and compare with the reference; `built` is the
+    workbook as read_built reads it, if the caller has read it already."""
+    built = read_built(path) if built is None else built
     checks = []
     with tempfile.TemporaryDirectory(prefix="xlformer-verify-") as tmp:
         for engine in engines:
