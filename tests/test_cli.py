@@ -1,18 +1,26 @@
-"""The command line as a user meets it: messages, exit codes, files written or not."""
+"""The command line as a user meets it: messages, exit codes, files written or not; verify
+after a user typed into the workbook and saved it in a spreadsheet engine."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import openpyxl
 import pytest
 from click.testing import CliRunner
-from helpers import require_engine
+from helpers import ANSWERS, build_template, require_engine
+from openpyxl.workbook.defined_name import DefinedName
+from test_engines import type_text
 
-from xlformer import catalog, writer
+from xlformer import a1, catalog, recalc, reference, writer
 from xlformer.cli import main
-from xlformer.reader import read_built
+from xlformer.layout import Area
+from xlformer.reader import Built, read_built
 from xlformer.spec import load_spec
+from xlformer.verify import _compare_block, relative_error
 from xlformer.weights import make_weights
+
+WORDS = Path(__file__).parent / "specs" / "words.toml"  # reads token ids
 
 
 @pytest.fixture
@@ -57,9 +65,15 @@ def test_templates_lists_every_template_with_its_description(run):
     (["build", "-o", "no/such/dir/x.xlsx"], "Error: output folder no/such/dir does not exist"),
     (["build", "-o", "x.txt"], "Error: output x.txt must end in .xlsx"),
     (["build", "--weights", "none.npz"], "Error: weights file none.npz does not exist"),
-    (["verify", "none.xlsx"], "Error: workbook none.xlsx does not exist"),
+    (["verify", "none.xlsx"], "Error: none.xlsx does not exist"),
     (["verify", "plain.xlsx"], "Error: plain.xlsx is not a workbook built by xlformer"),
-    (["verify", "broken.xlsx"], "Error: broken.xlsx is not a readable .xlsx workbook"),
+    (["verify", "broken.xlsx"], "Error: broken.xlsx is not an .xlsx workbook: it is not a zip "
+                                "archive, which every .xlsx file is"),
+    (["verify", "notes.txt"], "Error: notes.txt is not a workbook (.xlsx), a spec (.toml) or a "
+                              "template name"),
+    (["verify", "missing.txt"], "Error: missing.txt does not exist"),
+    (["verify", "folder.xlsx"], "Error: folder.xlsx is a folder, not an .xlsx workbook"),
+    (["verify", "nope"], "Error: 'nope' is neither a spec file nor a template"),
     (["build", "bad.toml"], "Error: bad.toml is not valid TOML: "),
     (["build", "latin1.toml"], "Error: spec latin1.toml is not UTF-8 text (byte 11: b'\\xe9')"),
     (["build", "typo.toml"], "Error: unknown key 'model.n_heads' (did you mean 'model.n_head'?)"),
@@ -89,6 +103,8 @@ def _bad_inputs(folder: Path) -> None:
     (folder / "bad.toml").write_text(source.replace("[model]", "[model"))
     (folder / "typo.toml").write_text(source.replace("n_head =", "n_heads ="))
     (folder / "text.npz").write_text("not an npz")
+    (folder / "notes.txt").write_text("my notes")
+    (folder / "folder.xlsx").mkdir()
     (folder / "latin1.toml").write_bytes('name = "caf\u00e9"\n'.encode("latin-1"))
     good = make_weights(load_spec(catalog.resolve("reverse")))
     for name, change in [("nan", {"wte": good["wte"] * np.nan}),
@@ -164,3 +180,99 @@ def test_verify_fails_a_tampered_workbook(run, tmp_path, engine):
     assert result.exit_code == 1
     assert "h.0.attn.head0.weights" in result.output and "FAIL" in result.output
     assert "Layer0!" in result.output
+
+
+@pytest.mark.parametrize("saver", recalc.ENGINES)
+def test_a_workbook_typed_into_and_saved_by_an_engine_verifies(run, tmp_path, saver):
+    """Build, type a new word, open and save in the engine (LibreOffice's save loses the
+    comments' author, which Gnumeric then saves as no author at all), verify in both."""
+    require_engine(saver)
+    assert run("build", "-o", "r.xlsx").exit_code == 0
+    type_text(tmp_path / "r.xlsx", "Stream")
+    [saved] = recalc.recalc([tmp_path / "r.xlsx"], saver, tmp_path / saver)
+    result = run("verify", str(saved))
+    assert result.exit_code == 0, result.output
+    want = json.dumps(ANSWERS["reverse"]("Stream"))  # "maertS"
+    assert result.output.splitlines()[:3] == [
+        'input: "Stream"', f"libreoffice output_text: {want}", f"gnumeric output_text: {want}"]
+    assert result.output.rstrip().endswith(" 0 failed")
+
+
+def test_verify_shows_the_ids_it_read(run):
+    require_engine("gnumeric")
+    spec = load_spec(WORDS)
+    ids = reference.forward(spec, make_weights(spec), (5, 2, 1))["output.ids"]
+    want = reference.decode(spec.out_vocab, ids)
+    assert " " in want  # spaces must show: the tokens " " and " cat"
+    result = run("verify", str(WORDS), "--ids", "5 2 1", "--engine", "gnumeric")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[:2] == [
+        "input ids: 5, 2, 1", f"gnumeric output_text: {json.dumps(want)}"]
+
+
+def test_a_lost_defined_name_is_named(run, tmp_path):
+    assert run("build", "-o", "r.xlsx").exit_code == 0
+    wb = openpyxl.load_workbook("r.xlsx")
+    del wb.defined_names["wte"]
+    wb.save("r.xlsx")
+    result = run("verify", "r.xlsx")
+    assert (result.exit_code, result.output) == (
+        2, "Error: r.xlsx lacks the defined name 'wte', which locates a block of the model; "
+           "build the workbook again\n")
+
+
+def test_names_a_user_adds_locate_no_block(tmp_path):
+    path = build_template("reverse", tmp_path / "r.xlsx")
+    wb = openpyxl.load_workbook(path)
+    wb.defined_names.add(DefinedName("rate", attr_text="0.5"))
+    wb.defined_names.add(DefinedName("two", attr_text="Input!$A$1,Input!$C$3"))
+    wb.save(path)
+    built = read_built(path)
+    assert built.text == "python" and not {"rate", "two"} & set(built.names)
+
+
+@pytest.mark.parametrize("typed", [0, 62951413])
+def test_digits_typed_as_a_number_read_as_their_digits(tmp_path, typed):
+    """A spreadsheet stores digits typed into a cell as a number; the sheet reads them as
+    text (MID), and so must the reference."""
+    path = build_template("sort", tmp_path / "sort.xlsx")
+    type_text(path, typed)
+    assert read_built(path).text == str(typed)
+
+
+def test_a_reference_of_exact_zeros_fails_naming_the_cell():
+    """A wrong cell where the reference is 0 is named; the relative error leaves it out
+    (it once divided by the smallest float: an overflow from an error of 4 up)."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "S"
+    for row in ([0.0, 1e-3, 0.0], [0.0, 0.0, -7.0]):
+        ws.append(row)
+    built = Built(None, {}, "", {"zeros": Area("S", 1, 1, 2, 3)}, {})
+    zeros = np.zeros((2, 3))
+    check = _compare_block("engine", "zeros", zeros, zeros, built, wb)
+    assert [p.split(": got ")[0] for p in check.problems] == ["S!B1", "S!C2"]
+    assert not check.ok and (check.max_abs, check.max_rel) == (7.0, 0.0)
+    ws["B1"] = ws["C2"] = 0.0
+    check = _compare_block("engine", "zeros", zeros, zeros, built, wb)
+    assert check.ok and (check.max_abs, check.max_rel) == (0.0, 0.0)
+    assert relative_error(np.array([5.0, 3.0]), np.array([0.0, -2.0])).tolist() == [0, 2.5]
+
+
+def test_a_wrong_cell_where_the_reference_is_zero_is_named(run):
+    engine = "gnumeric"
+    require_engine(engine)
+    assert run("build", "-o", "r.xlsx").exit_code == 0
+    built = read_built(Path("r.xlsx"))
+    assert reference.forward(built.spec, built.params, built.text)["pos_emb"][2, 0] == 0
+    area = built.names["pos_emb"]
+    wb = openpyxl.load_workbook("r.xlsx")
+    wb[area.sheet].cell(area.row + 2, area.col).value = "=7"
+    wb.save("r.xlsx")
+    result = run("verify", "r.xlsx", "--engine", engine)
+    assert result.exit_code == 1, result.output
+    cell = f"{area.sheet}!{a1.cell(area.row + 2, area.col)}"
+    assert any(line.startswith(f"    {cell}: got ") and "7" in line
+               for line in result.output.splitlines())
+    assert any(line.startswith(f"{engine:<12} pos_emb ") and line.endswith("FAIL")
+               for line in result.output.splitlines())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
 import tempfile
 import time
@@ -18,7 +19,7 @@ from .book import Book
 from .limits import LimitError
 from .names import BadName
 from .progress import BuildProgress
-from .reader import NotAWorkbook
+from .reader import Built, NotAWorkbook, read_built
 from .spec import (
     Spec,
     SpecError,
@@ -169,27 +170,47 @@ def verify_cmd(target: str, engine: str, text: str | None, ids: str | None,
     TARGET is a built workbook (.xlsx) or a spec to build first.
     """
     engines = recalc.ENGINES if engine == "all" else (engine,)
+    path = Path(target)
+    suffix = path.suffix.lower()
+    if suffix not in ("", ".toml", ".xlsx"):  # reader.check_xlsx says what a .xlsx is not
+        if not path.exists():
+            raise UserError(f"{target} does not exist")
+        if path.is_dir():
+            raise UserError(f"{target} is a folder, not a workbook (.xlsx)")
+        raise UserError(f"{target} is not a workbook (.xlsx), a spec (.toml) or a "
+                        "template name")
     with tempfile.TemporaryDirectory(prefix="xlformer-") as tmp:
-        if target.endswith(".xlsx"):
-            path = Path(target)
-            if not path.is_file():
-                raise UserError(f"workbook {target} does not exist")
-        else:
+        if suffix != ".xlsx":
             model = _load(target)
             path = Path(tmp) / f"{model.name}.xlsx"
             path.write_bytes(_build_bytes(model, weights_file, text, ids))
         try:
-            checks = verify(path, engines)
+            built = read_built(path)
+            checks = verify(path, engines, built)
         except (recalc.EngineMissing, SpecError, NotAWorkbook) as e:
             raise UserError(str(e)) from None
         except recalc.EngineError as e:  # the engine broke, not the user: exit 1
             raise click.ClickException(str(e)) from None
-    _report(checks)
+    _report(checks, built)
     if not all(c.ok for c in checks):
         sys.exit(1)
 
 
-def _report(checks: list[BlockCheck]) -> None:
+def _report(checks: list[BlockCheck], built: Built) -> None:
+    """What was checked (the input the workbook holds, each engine's output_text), then
+    a row per block and engine."""
+    if built.spec.reads_ids:
+        typed = list(built.text)
+        while typed and typed[-1] is None:  # the empty cells after the typed ids
+            typed.pop()
+        click.echo(f"input ids: {', '.join(_shown(v) for v in typed)}")
+    else:
+        click.echo(f"input: {_shown(built.text)}")
+    if built.spec.generate is not None and built.spec.generate.target:
+        click.echo(f"target: {_shown(built.spec.generate.target)}")
+    for c in checks:
+        if c.block == "output_text":
+            click.echo(f"{c.engine} output_text: {_shown(c.shown)}")
     click.echo(f"{'engine':<12} {'block':<28} {'cells':>6} {'max abs err':>12} "
                f"{'max rel err':>12}  result")
     for c in checks:
@@ -199,6 +220,18 @@ def _report(checks: list[BlockCheck]) -> None:
             click.echo(f"    {problem}")
     failed = sum(not c.ok for c in checks)
     click.echo(f"{len(checks) - failed} blocks ok, {failed} failed")
+
+
+def _shown(value) -> str:
+    """A cell's value for a message: text in double quotes (spaces and escapes visible),
+    a number as it reads, an empty cell as (empty)."""
+    if value is None:
+        return "(empty)"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
 
 
 @main.command("render")

@@ -4,6 +4,9 @@ A workbook carries everything needed to check it: its spec (sheet Spec), its wei
 (named blocks on sheet Weights), its input text and the position of every block
 (defined names). Recomputed copies keep cell positions, so blocks are located in
 the original and read at the same place in the engine's copy.
+
+Every workbook is opened by `load`, which also reads what the engines save: a workbook
+a user typed into and saved in LibreOffice or Gnumeric reads like one xlformer wrote.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ import warnings
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
-from openpyxl import load_workbook
+from openpyxl.reader.excel import ExcelReader
 from openpyxl.utils.cell import range_boundaries
 from openpyxl.utils.exceptions import InvalidFileException
+from openpyxl.xml.constants import SHEET_MAIN_NS
 
 from . import reference
 from .builder import SPEC, TRANSPOSED
@@ -25,7 +30,9 @@ from .layout import Area
 from .spec import Spec, parse_spec
 from .weights import Params, expected_shapes
 
-_TARGET = re.compile(r"^'?(?P<sheet>.+?)'?!(?P<range>\$?[A-Z]+\$?\d+(?::\$?[A-Z]+\$?\d+)?)$")
+# One range on one sheet: 'Sheet name'!$A$1:$B$2 (quotes doubled inside) or Sheet!$A$1.
+_TARGET = re.compile(r"^(?:'(?P<quoted>(?:[^']|'')+)'|(?P<plain>[^'!,\s]+))"
+                     r"!(?P<range>\$?[A-Z]+\$?\d+(?::\$?[A-Z]+\$?\d+)?)$")
 
 
 @dataclass
@@ -44,9 +51,7 @@ class Built:
 
 def open_values(path: Path):
     """A workbook's computed values (openpyxl data_only)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Gnumeric's files lack a default style
-        return load_workbook(path, data_only=True, read_only=False)
+    return load(path, data_only=True)
 
 
 class NotAWorkbook(ValueError):
@@ -76,28 +81,81 @@ def check_xlsx(path: Path) -> None:
         raise NotAWorkbook(f"{path} is a workbook, but its name must end in .xlsx")
 
 
-def read_built(path: Path) -> Built:
+def load(path: Path, data_only: bool = False):
+    """The workbook at `path` as openpyxl reads it (formulas, or with `data_only` the
+    values last computed), whichever program saved it last."""
+    reader = ExcelReader(path, read_only=False, data_only=data_only)
+    reader.archive.close()
+    reader.archive = _Archive(path)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            wb = load_workbook(path, data_only=False)
-    except (OSError, zipfile.BadZipFile, InvalidFileException, KeyError) as e:
-        raise NotAWorkbook(f"{path} is not a readable .xlsx workbook: {e}") from None
+            warnings.simplefilter("ignore")  # Gnumeric's files lack a default style
+            reader.read()
+    finally:
+        reader.archive.close()
+    return reader.wb
+
+
+class _Archive(zipfile.ZipFile):
+    """A workbook's zip with the comment parts openpyxl cannot read mended.
+
+    openpyxl gives each comment the author at its `authorId` in the part's list of
+    authors. LibreOffice saves a comment without author as the author " ", and Gnumeric,
+    loading that, saves an empty list: every comment's index then points past the end.
+    Such a list is filled up with " " (no author), as LibreOffice writes it."""
+
+    def read(self, name, pwd=None):
+        data = super().read(name, pwd)
+        if b"commentList" not in data:
+            return data
+        try:
+            root = ElementTree.fromstring(data)
+        except ElementTree.ParseError:
+            return data  # for openpyxl to refuse
+        if root.tag != f"{{{SHEET_MAIN_NS}}}comments":
+            return data
+        authors = root.find(f"{{{SHEET_MAIN_NS}}}authors")
+        if authors is None:
+            authors = ElementTree.Element(f"{{{SHEET_MAIN_NS}}}authors")
+            root.insert(0, authors)
+        needed = 1 + max((int(c.get("authorId", 0))
+                          for c in root.iter(f"{{{SHEET_MAIN_NS}}}comment")), default=-1)
+        if len(authors) >= needed:
+            return data
+        for _ in range(needed - len(authors)):
+            ElementTree.SubElement(authors, f"{{{SHEET_MAIN_NS}}}author").text = " "
+        return ElementTree.tostring(root)
+
+
+def read_built(path: Path) -> Built:
+    check_xlsx(path)
+    try:
+        wb = load(path)
+    except (OSError, InvalidFileException, KeyError, ValueError, SyntaxError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise NotAWorkbook(f"{path} is not a readable .xlsx workbook: {why}") from None
     if SPEC not in wb.sheetnames or not ({"input_text", "input.typed"} & set(wb.defined_names)):
         raise NotAWorkbook(f"{path} is not a workbook built by xlformer (it has no Spec sheet)")
-    names = {name: _area(dn.attr_text) for name, dn in wb.defined_names.items()}
+    names = _areas(wb)
     source = "\n".join("" if r[0] is None else str(r[0])
                        for r in wb[SPEC].iter_rows(min_row=2, max_col=1, values_only=True))
     spec = parse_spec(source + "\n", origin=f"the spec inside {path}")
     transposed = frozenset(read_block(wb, names[TRANSPOSED]).ravel().tolist()
                            if TRANSPOSED in names else ())
-    params = {name: oriented(read_block(wb, names[name]), name in transposed).reshape(shape)
+    def area(name: str) -> Area:
+        if name not in names:
+            raise NotAWorkbook(f"{path} lacks the defined name {name!r}, which locates a "
+                               "block of the model; build the workbook again")
+        return names[name]
+
+    params = {name: oriented(read_block(wb, area(name)), name in transposed).reshape(shape)
               for name, shape in expected_shapes(spec).items()}
+    area("output_text")
     if spec.reads_ids:  # the typed cells as they are: the reference reads them as the sheet
-        typed = names["input.typed"]
+        typed = area("input.typed")
         text = tuple(cell_value(wb, typed, i) for i in range(typed.nrows))
     else:
-        text = str(cell_value(wb, names["input_text"]) or "")
+        text = _text(cell_value(wb, area("input_text")))
     if spec.generate is not None:
         spec = _sampling_as_typed(wb, names, spec)
     formulas = {(ws.title, c.row, c.column): c.value
@@ -122,10 +180,28 @@ def _sampling_as_typed(wb, names: dict[str, Area], spec: Spec) -> Spec:
                     top_k=int(cell_value(wb, names["gen.top_k"])),
                     top_p=float(top_p) if reference.top_p_on(top_p) else 1.0,
                     uniforms=tuple(map(float, read_block(wb, names["gen.uniform"]).ravel())),
-                    target=str(cell_value(wb, names["target_text"]) or ""))
+                    target=_text(cell_value(wb, names["target_text"])))
     except (KeyError, TypeError, ValueError) as e:
         raise NotAWorkbook(f"the sampling cells of {spec.name} are not numbers: {e}") from None
     return replace(spec, generate=g)
+
+
+def _text(value) -> str:
+    """A text cell as the sheet's formulas read it: digits typed there, which a
+    spreadsheet stores as a number, read as those digits."""
+    return "" if value is None else str(value)
+
+
+def _areas(wb) -> dict[str, Area]:
+    """Every workbook-level name of a single range. Other names (a user's own, or one
+    whose range an edit deleted) locate no block."""
+    areas = {}
+    for name, dn in wb.defined_names.items():
+        try:
+            areas[name] = _area(dn.attr_text)
+        except ValueError:
+            continue
+    return areas
 
 
 def _area(target: str) -> Area:
@@ -133,7 +209,7 @@ def _area(target: str) -> Area:
     if not match:
         raise ValueError(f"defined name target {target!r} is not a single range")
     min_col, min_row, max_col, max_row = range_boundaries(match["range"].replace("$", ""))
-    sheet = match["sheet"].replace("''", "'")
+    sheet = match["plain"] or match["quoted"].replace("''", "'")
     return Area(sheet, min_row, min_col, max_row - min_row + 1, max_col - min_col + 1)
 
 

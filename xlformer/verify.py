@@ -36,6 +36,7 @@ class BlockCheck:
     max_abs: float = 0.0
     max_rel: float = 0.0
     problems: list[str] = field(default_factory=list)
+    shown: object = None  # output_text's check: the text the engine computed
 
     @property
     def ok(self) -> bool:
@@ -104,7 +105,7 @@ def _compare_block(engine, name, want, moved, built: Built, values) -> BlockChec
     err = np.abs(got - want)
     scale = max(1.0, float(np.max(np.abs(want))))
     check.max_abs = float(err.max())
-    check.max_rel = float(np.max(err / np.maximum(np.abs(want), np.finfo(float).tiny)))
+    check.max_rel = float(np.max(relative_error(got, want)))
     bad = np.argwhere(err > RTOL * np.abs(want) + ATOL * scale + SPREAD * moved)
     for i, j in bad[:3]:
         check.problems.append(f"{where(i, j)}: got {got[i, j]!r}, "
@@ -114,12 +115,20 @@ def _compare_block(engine, name, want, moved, built: Built, values) -> BlockChec
     return check
 
 
+def relative_error(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """|got - want| / |want|, and 0 where `want` is 0: relative to 0 there is no error
+    to speak of (the tolerance's absolute part judges those cells)."""
+    rel = np.zeros(np.shape(want))
+    np.divide(np.abs(got - want), np.abs(want), out=rel, where=want != 0)
+    return rel
+
+
 def _compare_output(engine, built: Built, values, ids) -> BlockCheck:
     """output_text against the decoded ids: every position's choice, or the generated tokens."""
     want = reference.decode(built.spec.out_vocab, ids)
     got = cell_value(values, built.names["output_text"])
     got = "" if got is None else got  # an empty text result reads back as None
-    check = BlockCheck(engine, "output_text", 1)
+    check = BlockCheck(engine, "output_text", 1, shown=got)
     if got != want:
         check.problems.append(f"output_text is {got!r}, the reference decodes {want!r}")
     return check
@@ -152,9 +161,11 @@ def _cell_at(row: int, col: int) -> str:
     return a1.cell(row, col)
 
 
-def verify(path: Path, engines: tuple[str, ...]) -> list[BlockCheck]:
-    """Recompute `path` in each engine and compare with the reference."""
-    built = read_built(path)
+def verify(path: Path, engines: tuple[str, ...], built: Built | None = None
+           ) -> list[BlockCheck]:
+    """Recompute `path` in each engine and compare with the reference; `built` is the
+    workbook as read_built reads it, if the caller has read it already."""
+    built = read_built(path) if built is None else built
     checks = []
     with tempfile.TemporaryDirectory(prefix="xlformer-verify-") as tmp:
         for engine in engines:
