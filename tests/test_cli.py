@@ -65,7 +65,19 @@ def test_templates_lists_every_template_with_its_description(run):
     (["build", "typo.toml"], "Error: unknown key 'model.n_heads' (did you mean 'model.n_head'?)"),
     (["build", "--text", "ab\x07"], "Error: input text has characters outside the vocabulary:"
                                      " '\\x07' at 2"),
-    (["build", "--weights", "text.npz"], "Error: weights file text.npz is not a readable .npz"),
+    (["build", "--weights", "text.npz"], "Error: weights file text.npz is not a valid weights "
+                                         "archive (.npz): it is not a zip archive of arrays"),
+    (["build", "--weights", "array.npy"], "Error: weights file array.npy is not a valid weights "
+                                          "archive (.npz): it is a single array (.npy)"),
+    (["build", "--weights", "renamed.npz"], "Error: weights file renamed.npz is not a valid "
+                                            "weights archive (.npz): it is a single array"),
+    (["build", "--weights", "cut.npz"], "Error: weights file cut.npz is not a valid weights "
+                                        "archive (.npz): the zip archive is damaged"),
+    (["build", "--weights", "objects.npz"], "Error: weights file objects.npz is not a valid "
+                                            "weights archive (.npz): array 'wte' holds Python "
+                                            "objects, not numbers"),
+    (["verify", "reverse", "--weights", "renamed.npz"], "Error: weights file renamed.npz is not "
+                                                        "a valid weights archive (.npz)"),
     (["build", "--weights", "nan.npz"], "Error: nan.npz: array 'wte' holds NaN or infinite"),
     (["build", "--weights", "inf.npz"], "Error: inf.npz: array 'lm_head.bias' holds NaN or inf"),
     (["build", "--weights", "shape.npz"], "Error: shape.npz: array 'wte' has shape (95, 3), "
@@ -96,6 +108,11 @@ def _bad_inputs(folder: Path) -> None:
                          ("shape", {"wte": good["wte"][:, :3]})]:
         np.savez(folder / f"{name}.npz", **{**good, **change})
     np.savez(folder / "lacks.npz", **{k: v for k, v in good.items() if k != "wte"})
+    np.save(folder / "array.npy", good["wte"])
+    (folder / "renamed.npz").write_bytes((folder / "array.npy").read_bytes())
+    whole = (folder / "lacks.npz").read_bytes()
+    (folder / "cut.npz").write_bytes(whole[:len(whole) // 2])
+    np.savez(folder / "objects.npz", **{**good, "wte": good["wte"].astype(object)})
 
 
 @pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs Linux's /sys")
