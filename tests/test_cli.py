@@ -179,4 +179,6 @@ def test_verify_fails_a_tampered_workbook(run, tmp_path, engine):
     result = run("verify", "r.xlsx", "--engine", engine)
     assert result.exit_code == 1
     assert "h.0.attn.head0.weights" in result.output and "FAIL" in result.output
-    assert "Layer0!" in result.output
+    cell = f"{area.sheet}!{openpyxl.utils.get_column_letter(area.col + 1)}{area.row + 2}"
+    assert f"    {cell}: got 0.5, want " in result.output  # plain numbers, not np.float64(0.5)
+    assert "np." not in result.output
