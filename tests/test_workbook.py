@@ -1,5 +1,6 @@
 """The built file itself: formulas everywhere a value is computed, literal text, same bytes."""
 
+import io
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import zipfile
 
 import openpyxl
 import pytest
-from helpers import build_template
+from helpers import build_template, require_lxml
 
 from xlformer import builder, catalog, formulas, reference
 from xlformer.reader import read_built
@@ -103,6 +104,42 @@ def test_the_bytes_do_not_depend_on_hash_order_or_the_clock(tmp_path):
         files.append(out.read_bytes())
         time.sleep(1.1)  # zip entry times have a 2-second grain; cross at least one second
     assert files[0] == files[1]
+
+
+def test_the_bytes_do_not_depend_on_lxml(tmp_path):
+    """openpyxl serialises through lxml when it is installed, unless OPENPYXL_LXML is
+    False, and its bytes differ from the standard library's; the workbook must not."""
+    require_lxml()
+    files = {}
+    for flag in ("True", "False"):
+        out = tmp_path / f"lxml-{flag}.xlsx"
+        env = {**os.environ, "OPENPYXL_LXML": flag}
+        subprocess.run([sys.executable, "-c", "from xlformer.cli import main; main()",
+                        "build", "alphabet", "-o", str(out)], env=env, check=True,
+                       capture_output=True)
+        files[flag] = out.read_bytes()
+    with_lxml, without = (_parts(files[flag]) for flag in ("True", "False"))
+    assert sorted(with_lxml) == sorted(without)
+    assert [name for name in without if with_lxml[name] != without[name]] == []
+    assert files["True"] == files["False"], "same parts, other zip bytes"
+
+
+def _parts(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        return {name: z.read(name) for name in z.namelist()}
+
+
+def test_the_writer_refuses_an_openpyxl_imported_with_lxml_before_it(tmp_path):
+    """Then openpyxl has already chosen lxml, and the bytes would differ: an error that
+    says what to do, not another workbook."""
+    require_lxml()
+    code = ("import openpyxl; assert openpyxl.LXML; from xlformer.cli import main; main()")
+    env = {**os.environ, "OPENPYXL_LXML": "True"}
+    out = tmp_path / "w.xlsx"
+    run = subprocess.run([sys.executable, "-c", code, "build", "-o", str(out)], env=env,
+                         capture_output=True, text=True)
+    assert run.returncode != 0 and not out.exists()
+    assert "openpyxl was imported with lxml before xlformer" in run.stderr
 
 
 def test_workbook_carries_its_spec_and_weights(workbook):

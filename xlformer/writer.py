@@ -26,6 +26,7 @@ from copy import copy
 from datetime import datetime
 from pathlib import Path
 
+import openpyxl
 from openpyxl import Workbook
 from openpyxl.cell.cell import Cell as XlCell
 from openpyxl.chart import BarChart, Reference
@@ -104,6 +105,11 @@ def to_bytes(book: Book) -> bytes:
 
 def write(book: Book, fh, progress: Progress | None = None) -> None:
     """Stream `book` into the binary file `fh`."""
+    if openpyxl.LXML:
+        raise RuntimeError(
+            "openpyxl was imported with lxml before xlformer, and lxml writes other bytes: "
+            "import xlformer before openpyxl, or set OPENPYXL_LXML=False (see "
+            "xlformer/__init__.py)")
     wb = Workbook(write_only=True)
     looks = _Looks(wb)
     sheets = [(sheet, wb.create_sheet(sheet.name)) for sheet in book.sheets.values()]
