@@ -145,11 +145,22 @@ def _abandon(worksheets) -> None:
                 os.remove(ws._writer.out)
 
 
+# docProps/app.xml as every openpyxl 3.1 writes it but for its own version number, which
+# would make the bytes depend on the installed openpyxl. "Microsoft" opens the name, as
+# openpyxl's does: LibreOffice reads the generator's name (some import quirks follow it).
+APP_PART = "docProps/app.xml"
+APP_XML = (b'<Properties xmlns="http://schemas.openxmlformats.org/officeDocument/2006/'
+           b'extended-properties"><Application>Microsoft Excel Compatible / Openpyxl'
+           b'</Application><AppVersion>3.1</AppVersion></Properties>')
+
+
 class _FixedTimeZip(zipfile.ZipFile):
-    """A zip whose entries all carry the same timestamp and mode, whoever writes them."""
+    """A zip whose entries all carry the same timestamp and mode, whoever writes them,
+    and the same application properties whichever openpyxl 3.1 writes them."""
 
     def writestr(self, name, data, *args, **kwargs):
-        super().writestr(_entry(name if isinstance(name, str) else name.filename), data)
+        name = name if isinstance(name, str) else name.filename
+        super().writestr(_entry(name), APP_XML if name == APP_PART else data)
 
     def write(self, filename, arcname=None, *args, **kwargs):
         info = _entry(arcname or os.path.basename(filename))
