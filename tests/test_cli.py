@@ -1,5 +1,7 @@
 """The command line as a user meets it: messages, exit codes, files written or not."""
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,8 @@ from xlformer.cli import main
 from xlformer.reader import read_built
 from xlformer.spec import load_spec
 from xlformer.weights import make_weights
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -42,6 +46,37 @@ def test_build_with_text_output_and_weights(run, tmp_path):
     assert np.array_equal(built.params["wte"], np.load("w.npz")["wte"])
 
 
+def test_the_readme_build_leaves_the_repository_clean():
+    """The README's first command, in a fresh clone, writes reverse.xlsx in its root:
+    git ignores it, and still tracks workbooks/."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "reverse.xlsx",
+                              "workbooks/reverse.xlsx", "docs/reverse.xlsx"], cwd=ROOT,
+                             capture_output=True, text=True).stdout.split()
+    assert ignored == ["reverse.xlsx"]
+
+
+@pytest.mark.parametrize("width", [78, 50])  # 78: the help's width in 80 columns
+def test_help_lists_every_command_with_a_whole_sentence(width):
+    """Click cuts a command's help to fit the terminal and ends it with '...'."""
+    result = CliRunner().invoke(main, ["--help"], terminal_width=width)
+    listed = result.output.split("Commands:\n")[1]
+    assert "..." not in listed
+    shown: dict[str, str] = {}
+    for line in listed.splitlines():
+        if line[2] != " ":  # "  name  text", else a continuation of the text
+            name, text = line.split(maxsplit=1)
+            shown[name] = text
+        else:
+            shown[name] += " " + line.strip()
+    assert sorted(shown) == sorted(main.commands)
+    for name, text in shown.items():
+        first = " ".join(main.commands[name].help.split("\n\n")[0].split())
+        assert text.endswith(".") and first.startswith(text), (name, text)
+    assert shown["render"] == "Draw a recomputed sheet to a PNG (LibreOffice and pdftoppm)."
+
+
 def test_templates_lists_every_template_with_its_description(run):
     lines = run("templates").output.splitlines()
     assert [line.split()[0] for line in lines] == catalog.names()
@@ -49,7 +84,9 @@ def test_templates_lists_every_template_with_its_description(run):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["build", "nope"], "Error: 'nope' is neither a spec file nor a template"),
+    (["build", "nope"], "Error: 'nope' is neither a spec file nor a template; templates: "),
+    (["build", "revers"], "Error: 'revers' is neither a spec file nor a template (did you "
+                          "mean 'reverse'?); templates: alphabet, "),
     (["build", "missing.toml"], "Error: spec file missing.toml does not exist"),
     (["build", "--text", "toolong!"], "Error: input text has 8 characters, more than max_seq (6)"),
     (["build", "--text", "caf\u00e9"], "Error: input text has characters outside the vocabulary:"
