@@ -209,7 +209,9 @@ def filler_formula(length: int, row: int) -> str:
 
 def child_baseline(sheets: list[dict], path: Path) -> dict:
     """The same numbers of cells of each kind, straight through write-only openpyxl:
-    per sheet, the same rows, each about equally full, numbers then formulas then text."""
+    per sheet, the same rows, each about equally full, numbers then formulas then text.
+    xlformer first: openpyxl then serialises as the writer does, without lxml."""
+    import xlformer  # noqa: F401, I001 (before openpyxl)
     from openpyxl import Workbook
 
     t0 = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import importlib.util
 import os
 import re
 import shutil
@@ -23,20 +24,26 @@ from xlformer.weights import make_weights
 
 def require_engine(engine: str) -> None:
     """Skip when `engine` is absent, except under CI where it must be installed."""
-    if available(engine):
-        return
-    reason = f"{engine} is not installed (apt-get install -y libreoffice-calc-nogui gnumeric)"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI is set but {reason}")
-    pytest.skip(reason)
+    if not available(engine):
+        _absent(f"{engine} is not installed "
+                "(apt-get install -y libreoffice-calc-nogui gnumeric)")
 
 
 def require_renderer() -> None:
     """LibreOffice, pdftoppm and pdftotext, under the same rule as the engines."""
     require_engine("libreoffice")
-    if shutil.which("pdftoppm") and shutil.which("pdftotext"):
-        return
-    reason = "pdftoppm or pdftotext is not installed (apt-get install -y poppler-utils)"
+    if not shutil.which("pdftoppm") or not shutil.which("pdftotext"):
+        _absent("pdftoppm or pdftotext is not installed (apt-get install -y poppler-utils)")
+
+
+def require_lxml() -> None:
+    """lxml (in the test extra), under the same rule: openpyxl serialises with it when
+    it is installed, and many users have it."""
+    if importlib.util.find_spec("lxml") is None:
+        _absent("lxml is not installed (pip install -e '.[test]')")
+
+
+def _absent(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"CI is set but {reason}")
     pytest.skip(reason)

@@ -209,6 +209,35 @@ def test_mistakes_are_one_error_line_and_write_nothing(tmp_path, change, options
     assert not (tmp_path / "out.toml").exists() and not (tmp_path / "out.npz").exists()
 
 
+def _broken_checkpoints(folder: Path) -> dict[str, tuple[Path, str]]:
+    good = write(gpt2_checkpoint("conv1d", True, True, True), folder / "good.npz").read_bytes()
+    np.save(folder / "wte.npy", np.ones((V, D)))
+    files = {"renamed.npz": (folder / "wte.npy").read_bytes(),
+             "cut.npz": good[:len(good) // 2], "notes.npz": b"not a checkpoint\n",
+             "random.npz": np.random.default_rng(1).bytes(500)}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    np.savez(folder / "objects.npz", **{"transformer.wte.weight": np.array([None, 1], object)})
+    reasons = {"renamed.npz": "it is a single array (.npy); np.savez writes named arrays",
+               "cut.npz": "the zip archive is damaged, cut short or encrypted",
+               "notes.npz": "it is not a zip archive of arrays",
+               "random.npz": "it is not a zip archive of arrays",
+               "objects.npz": "array 'transformer.wte.weight' holds Python objects, not numbers"}
+    return {name: (folder / name, reason) for name, reason in reasons.items()}
+
+
+@pytest.mark.parametrize("name", ["renamed.npz", "cut.npz", "notes.npz", "random.npz",
+                                  "objects.npz"])
+def test_a_file_that_is_no_checkpoint_is_one_error_line(tmp_path, name):
+    path, reason = _broken_checkpoints(tmp_path)[name]
+    result = CliRunner().invoke(main, ["import", str(path), "--heads", "2",
+                                       "-o", str(tmp_path / "out.toml")])
+    assert result.exit_code == 2
+    assert result.output == (f"Error: checkpoint {path} is not a valid checkpoint (.npz): "
+                             f"{reason}\n")
+    assert not (tmp_path / "out.toml").exists() and not (tmp_path / "out.npz").exists()
+
+
 def test_a_vocabulary_of_the_wrong_size_is_named(tmp_path):
     result = run_import(tmp_path, gpt2_checkpoint("conv1d", True, True, True), vocab=TOKENS[:-1])
     assert result.exit_code == 2

@@ -2,6 +2,8 @@
 after a user typed into the workbook and saved it in a spreadsheet engine."""
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from xlformer.verify import _compare_block, relative_error
 from xlformer.weights import make_weights
 
 WORDS = Path(__file__).parent / "specs" / "words.toml"  # reads token ids
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -50,6 +53,37 @@ def test_build_with_text_output_and_weights(run, tmp_path):
     assert np.array_equal(built.params["wte"], np.load("w.npz")["wte"])
 
 
+def test_the_readme_build_leaves_the_repository_clean():
+    """The README's first command, in a fresh clone, writes reverse.xlsx in its root:
+    git ignores it, and still tracks workbooks/."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "reverse.xlsx",
+                              "workbooks/reverse.xlsx", "docs/reverse.xlsx"], cwd=ROOT,
+                             capture_output=True, text=True).stdout.split()
+    assert ignored == ["reverse.xlsx"]
+
+
+@pytest.mark.parametrize("width", [78, 50])  # 78: the help's width in 80 columns
+def test_help_lists_every_command_with_a_whole_sentence(width):
+    """Click cuts a command's help to fit the terminal and ends it with '...'."""
+    result = CliRunner().invoke(main, ["--help"], terminal_width=width)
+    listed = result.output.split("Commands:\n")[1]
+    assert "..." not in listed
+    shown: dict[str, str] = {}
+    for line in listed.splitlines():
+        if line[2] != " ":  # "  name  text", else a continuation of the text
+            name, text = line.split(maxsplit=1)
+            shown[name] = text
+        else:
+            shown[name] += " " + line.strip()
+    assert sorted(shown) == sorted(main.commands)
+    for name, text in shown.items():
+        first = " ".join(main.commands[name].help.split("\n\n")[0].split())
+        assert text.endswith(".") and first.startswith(text), (name, text)
+    assert shown["render"] == "Draw a recomputed sheet to a PNG (LibreOffice and pdftoppm)."
+
+
 def test_templates_lists_every_template_with_its_description(run):
     lines = run("templates").output.splitlines()
     assert [line.split()[0] for line in lines] == catalog.names()
@@ -57,7 +91,9 @@ def test_templates_lists_every_template_with_its_description(run):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["build", "nope"], "Error: 'nope' is neither a spec file nor a template"),
+    (["build", "nope"], "Error: 'nope' is neither a spec file nor a template; templates: "),
+    (["build", "revers"], "Error: 'revers' is neither a spec file nor a template (did you "
+                          "mean 'reverse'?); templates: alphabet, "),
     (["build", "missing.toml"], "Error: spec file missing.toml does not exist"),
     (["build", "--text", "toolong!"], "Error: input text has 8 characters, more than max_seq (6)"),
     (["build", "--text", "caf\u00e9"], "Error: input text has characters outside the vocabulary:"
@@ -79,7 +115,19 @@ def test_templates_lists_every_template_with_its_description(run):
     (["build", "typo.toml"], "Error: unknown key 'model.n_heads' (did you mean 'model.n_head'?)"),
     (["build", "--text", "ab\x07"], "Error: input text has characters outside the vocabulary:"
                                      " '\\x07' at 2"),
-    (["build", "--weights", "text.npz"], "Error: weights file text.npz is not a readable .npz"),
+    (["build", "--weights", "text.npz"], "Error: weights file text.npz is not a valid weights "
+                                         "archive (.npz): it is not a zip archive of arrays"),
+    (["build", "--weights", "array.npy"], "Error: weights file array.npy is not a valid weights "
+                                          "archive (.npz): it is a single array (.npy)"),
+    (["build", "--weights", "renamed.npz"], "Error: weights file renamed.npz is not a valid "
+                                            "weights archive (.npz): it is a single array"),
+    (["build", "--weights", "cut.npz"], "Error: weights file cut.npz is not a valid weights "
+                                        "archive (.npz): the zip archive is damaged"),
+    (["build", "--weights", "objects.npz"], "Error: weights file objects.npz is not a valid "
+                                            "weights archive (.npz): array 'wte' holds Python "
+                                            "objects, not numbers"),
+    (["verify", "reverse", "--weights", "renamed.npz"], "Error: weights file renamed.npz is not "
+                                                        "a valid weights archive (.npz)"),
     (["build", "--weights", "nan.npz"], "Error: nan.npz: array 'wte' holds NaN or infinite"),
     (["build", "--weights", "inf.npz"], "Error: inf.npz: array 'lm_head.bias' holds NaN or inf"),
     (["build", "--weights", "shape.npz"], "Error: shape.npz: array 'wte' has shape (95, 3), "
@@ -112,6 +160,11 @@ def _bad_inputs(folder: Path) -> None:
                          ("shape", {"wte": good["wte"][:, :3]})]:
         np.savez(folder / f"{name}.npz", **{**good, **change})
     np.savez(folder / "lacks.npz", **{k: v for k, v in good.items() if k != "wte"})
+    np.save(folder / "array.npy", good["wte"])
+    (folder / "renamed.npz").write_bytes((folder / "array.npy").read_bytes())
+    whole = (folder / "lacks.npz").read_bytes()
+    (folder / "cut.npz").write_bytes(whole[:len(whole) // 2])
+    np.savez(folder / "objects.npz", **{**good, "wte": good["wte"].astype(object)})
 
 
 @pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs Linux's /sys")
@@ -276,3 +329,6 @@ def test_a_wrong_cell_where_the_reference_is_zero_is_named(run):
                for line in result.output.splitlines())
     assert any(line.startswith(f"{engine:<12} pos_emb ") and line.endswith("FAIL")
                for line in result.output.splitlines())
+    cell = f"{area.sheet}!{openpyxl.utils.get_column_letter(area.col + 1)}{area.row + 2}"
+    assert f"    {cell}: got 0.5, want " in result.output  # plain numbers, not np.float64(0.5)
+    assert "np." not in result.output

@@ -1,5 +1,9 @@
 """Weights: documented names and shapes, clear errors, the hand-built reversal."""
 
+import io
+import pickle
+import zipfile
+
 import numpy as np
 import pytest
 from helpers import ANSWERS, ATBASH
@@ -73,12 +77,71 @@ def test_bad_npz_names_the_array(gpt, tmp_path, mutate, message):
     assert message in str(err.value)
 
 
-def test_missing_and_broken_npz(gpt, tmp_path):
-    with pytest.raises(WeightsError, match="does not exist"):
+def test_missing_npz(gpt, tmp_path):
+    with pytest.raises(WeightsError, match="weights file .*none.npz does not exist"):
         load_npz(gpt, tmp_path / "none.npz")
-    (tmp_path / "bad.npz").write_text("not a zip")
-    with pytest.raises(WeightsError, match="not a readable .npz"):
-        load_npz(gpt, tmp_path / "bad.npz")
+
+
+def _npz_bytes(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _npy_bytes(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _zip_bytes(**members: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buffer.getvalue()
+
+
+GOOD = _npz_bytes(wte=np.ones((27, 8)), wpe=np.ones((8, 8)))
+# What a user may hand over as weights, and what the error says about it.
+BAD_FILES = {
+    "single .npy": (_npy_bytes(np.ones((27, 8))), "it is a single array (.npy); np.savez "
+                    "writes named arrays"),
+    "random bytes": (np.random.default_rng(0).bytes(300), "it is not a zip archive of arrays"),
+    "text": (b"wte = [[1, 2], [3, 4]]\n", "it is not a zip archive of arrays"),
+    "empty": (b"", "it is not a zip archive of arrays"),
+    "cut short": (GOOD[:len(GOOD) // 2], "the zip archive is damaged, cut short or encrypted"),
+    "cut inside an array": (GOOD[:300] + GOOD[-200:], "the zip archive is damaged"),
+    "object array": (_npz_bytes(wte=np.array([1.0, None, "x"], dtype=object)),
+                     "array 'wte' holds Python objects, not numbers"),
+    "text array": (_npz_bytes(wte=np.array(["a", "b"])), "array 'wte' holds <U1 values, "
+                   "not numbers"),
+    "complex array": (_npz_bytes(wte=np.ones(2) * 1j), "array 'wte' holds complex128 values"),
+    "a zip of other files": (_zip_bytes(**{"notes.txt": b"hi"}),
+                             "'notes.txt' is not a NumPy array (.npy)"),
+    "a broken array header": (_zip_bytes(**{"wte.npy": b"\x93NUMPY\x01\x00\x10\x00{'descr':"}),
+                              "array 'wte' is damaged"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_a_file_that_is_no_weights_archive_says_so_and_never_unpickles(gpt, tmp_path, case,
+                                                                        monkeypatch):
+    data, reason = BAD_FILES[case]
+    path = tmp_path / "w.npz"
+    path.write_bytes(data)
+    monkeypatch.setattr(pickle, "loads", _never)
+    monkeypatch.setattr(pickle, "load", _never)
+    with pytest.raises(WeightsError) as err:
+        load_npz(gpt, path)
+    message = str(err.value)
+    assert message.startswith(f"weights file {path} is not a valid weights archive (.npz): ")
+    assert reason in message
+    assert "pickle" not in message and "\n" not in message
+
+
+def _never(*_args, **_kwargs):
+    raise AssertionError("a weights file was unpickled")
 
 
 @pytest.mark.parametrize("word", ["python", "Hello!", "  a  b", "~~~ !!", "{|}()*"])

@@ -9,7 +9,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from .spec import SpecError
+from .spec import SpecError, did_you_mean
 
 DEFAULT = "reverse"
 
@@ -42,5 +42,5 @@ def resolve(spec: str) -> Path:
         return path
     if spec in names():
         return template_dir() / f"{spec}.toml"
-    raise SpecError(f"'{spec}' is neither a spec file nor a template "
-                    f"(templates: {', '.join(names())})")
+    raise SpecError(f"'{spec}' is neither a spec file nor a template"
+                    f"{did_you_mean(spec, names())}; templates: {', '.join(names())}")

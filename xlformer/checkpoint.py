@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import json
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .weights import Params
+from .weights import Params, read_npz
 
 LAYOUTS = ("conv1d", "linear")
 SKIPPED = re.compile(r"h\.\d+\.attn\.(masked_)?bias$")  # causal-mask buffers, not weights
@@ -67,11 +66,7 @@ def read_tensors(path: Path) -> dict[str, np.ndarray]:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path} is not a readable .safetensors file: {e}") from None
     elif path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                tensors = {k: data[k] for k in data.files}
-        except (zipfile.BadZipFile, ValueError, OSError) as e:
-            raise CheckpointError(f"{path} is not a readable .npz: {e}") from None
+        tensors = read_npz(path, "checkpoint", "checkpoint", CheckpointError)
     else:
         raise CheckpointError(f"checkpoint {path} must end in .npz or .safetensors")
     return {k: np.asarray(v, dtype=np.float64) for k, v in tensors.items()}

@@ -114,7 +114,18 @@ def _build_bytes(spec: Spec, weights_file: Path | None, text: str | None,
         raise UserError(str(e)) from None
 
 
-@click.group()
+class _Command(click.Command):
+    def get_short_help_str(self, limit: int = 45) -> str:
+        """The first sentence of the help whole: `xlformer --help` wraps a long one
+        rather than cutting it short with '...'."""
+        return super().get_short_help_str(limit=len(self.help or ""))
+
+
+class _Group(click.Group):
+    command_class = _Command
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="xlformer")
 def main() -> None:
     """Compile a small transformer into a workbook of live spreadsheet formulas."""
@@ -461,6 +472,8 @@ def build_all(check: bool, folder: Path) -> None:
     if stale:
         click.echo(f"stale or missing: {', '.join(stale)}; run `xlformer build-all`", err=True)
         sys.exit(1)
+    if check:
+        click.echo(f"{len(catalog.names())} workbooks in {folder}/ are current")
 
 
 def _parts(data: bytes) -> dict[str, bytes]:

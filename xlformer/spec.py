@@ -285,12 +285,17 @@ def _section(doc: dict, name: str, keys: dict[str, type]) -> dict:
     return dict(table)
 
 
+def did_you_mean(word: str, choices, prefix: str = "") -> str:
+    """The hint ` (did you mean 'choice'?)` for the choice closest to a mistyped word
+    (with `prefix` before it), or nothing when no choice is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
 def _check_keys(table: dict, keys: dict[str, type], prefix: str) -> None:
     for key, value in table.items():
         if key not in keys:
-            close = difflib.get_close_matches(key, keys, n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-            raise SpecError(f"unknown key '{prefix}{key}'{hint}")
+            raise SpecError(f"unknown key '{prefix}{key}'{did_you_mean(key, keys, prefix)}")
         want = keys[key]
         ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
         if want is float and isinstance(value, int) and not isinstance(value, bool):

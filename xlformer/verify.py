@@ -99,7 +99,7 @@ def _compare_block(engine, name, want, moved, built: Built, values) -> BlockChec
         bad = [(i, j, got[i, j]) for i in range(got.shape[0]) for j in range(got.shape[1])
                if not isinstance(got[i, j], (int, float))][:3]
         check.problems.append(f"non-numbers or wrong shape {got.shape} vs {want.shape}: "
-                              + ", ".join(f"{where(i, j)}={v!r}"
+                              + ", ".join(f"{where(i, j)}={_shown(v)}"
                                           for i, j, v in bad))
         return check
     err = np.abs(got - want)
@@ -108,8 +108,8 @@ def _compare_block(engine, name, want, moved, built: Built, values) -> BlockChec
     check.max_rel = float(np.max(relative_error(got, want)))
     bad = np.argwhere(err > RTOL * np.abs(want) + ATOL * scale + SPREAD * moved)
     for i, j in bad[:3]:
-        check.problems.append(f"{where(i, j)}: got {got[i, j]!r}, "
-                              f"want {want[i, j]!r}")
+        check.problems.append(f"{where(i, j)}: got {_shown(got[i, j])}, "
+                              f"want {_shown(want[i, j])}")
     if len(bad) > 3:
         check.problems.append(f"... {len(bad)} cells out of tolerance")
     return check
@@ -121,6 +121,12 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> np.ndarray:
     rel = np.zeros(np.shape(want))
     np.divide(np.abs(got - want), np.abs(want), out=rel, where=want != 0)
     return rel
+
+
+def _shown(value) -> str:
+    """A value for a message as Python writes it (0.5, 'abc', None), never NumPy's
+    repr (np.float64(0.5))."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _compare_output(engine, built: Built, values, ids) -> BlockCheck:

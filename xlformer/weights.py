@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -193,15 +194,72 @@ def random_weights(spec: Spec, seed: int, std: float) -> Params:
 
 def load_npz(spec: Spec, path: Path) -> Params:
     """Load and check an .npz holding exactly the arrays of `expected_shapes`."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: np.asarray(data[k], dtype=np.float64) for k in data.files}
-    except FileNotFoundError:
-        raise WeightsError(f"weights file {path} does not exist") from None
-    except (zipfile.BadZipFile, ValueError, OSError) as e:
-        raise WeightsError(f"weights file {path} is not a readable .npz: {e}") from None
+    arrays = read_npz(path, "weights file", "weights archive", WeightsError)
     check_params(spec, arrays, str(path))
     return arrays
+
+
+NPY_MAGIC = b"\x93NUMPY"  # np.save's single array
+ZIP_MAGIC = b"PK"  # np.savez's archive
+NUMBERS = "biuf"  # dtype kinds read as float64: bool, integers, floats
+
+
+def read_npz(path: Path, what: str, kind: str, error: type[ValueError]) -> Params:
+    """Every array of an .npz (a zip of .npy arrays, as np.savez writes), as float64,
+    by name. Nothing is ever unpickled: anything else, a damaged archive or an array
+    of Python objects is `error`, saying what is wrong without pointing at unsafe
+    loading. `what` names the file ("weights file"), `kind` what it should be."""
+    path = Path(path)
+
+    def invalid(reason: str) -> ValueError:
+        return error(f"{what} {path} is not a valid {kind} (.npz): {reason}")
+
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise error(f"{what} {path} is a folder") from None
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
+    with fh:
+        head = fh.read(len(NPY_MAGIC))
+        if head == NPY_MAGIC:
+            raise invalid("it is a single array (.npy); np.savez writes named arrays")
+        if not head.startswith(ZIP_MAGIC):
+            raise invalid("it is not a zip archive of arrays")
+        fh.seek(0)
+        try:
+            return _read_zip(fh, invalid)
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError,
+                RuntimeError):  # offsets past the end, bad data, unknown method, encryption
+            raise invalid("the zip archive is damaged, cut short or encrypted") from None
+
+
+def _read_zip(fh, invalid) -> Params:
+    """Not np.load, which unpickles a file that is no zip: only .npy members are read."""
+    arrays = {}
+    with zipfile.ZipFile(fh) as archive:
+        for member in archive.infolist():
+            name = member.filename.removesuffix(".npy")
+            if name == member.filename:
+                raise invalid(f"{name!r} is not a NumPy array (.npy)")
+            with archive.open(member) as data:
+                arrays[name] = _number_array(data, name, invalid)
+    return arrays
+
+
+def _number_array(fh, name: str, invalid) -> np.ndarray:
+    """One .npy member of an archive, as float64; an array of objects is never unpickled."""
+    try:
+        value = np.lib.format.read_array(fh, allow_pickle=False)
+    except Exception as e:  # the refusal to unpickle; anything from parsing broken bytes
+        if isinstance(e, ValueError) and "allow_pickle" in str(e):
+            raise invalid(f"array '{name}' holds Python objects, not numbers") from None
+        raise invalid(f"array '{name}' is damaged") from None
+    if value.dtype.kind not in NUMBERS:
+        raise invalid(f"array '{name}' holds {value.dtype} values, not numbers")
+    return np.asarray(value, dtype=np.float64)
 
 
 def check_params(spec: Spec, params: Params, origin: str) -> None:

@@ -26,6 +26,7 @@ from copy import copy
 from datetime import datetime
 from pathlib import Path
 
+import openpyxl
 from openpyxl import Workbook
 from openpyxl.cell.cell import Cell as XlCell
 from openpyxl.chart import BarChart, Reference
@@ -104,6 +105,11 @@ def to_bytes(book: Book) -> bytes:
 
 def write(book: Book, fh, progress: Progress | None = None) -> None:
     """Stream `book` into the binary file `fh`."""
+    if openpyxl.LXML:
+        raise RuntimeError(
+            "openpyxl was imported with lxml before xlformer, and lxml writes other bytes: "
+            "import xlformer before openpyxl, or set OPENPYXL_LXML=False (see "
+            "xlformer/__init__.py)")
     wb = Workbook(write_only=True)
     looks = _Looks(wb)
     sheets = [(sheet, wb.create_sheet(sheet.name)) for sheet in book.sheets.values()]
@@ -139,11 +145,22 @@ def _abandon(worksheets) -> None:
                 os.remove(ws._writer.out)
 
 
+# docProps/app.xml as every openpyxl 3.1 writes it but for its own version number, which
+# would make the bytes depend on the installed openpyxl. "Microsoft" opens the name, as
+# openpyxl's does: LibreOffice reads the generator's name (some import quirks follow it).
+APP_PART = "docProps/app.xml"
+APP_XML = (b'<Properties xmlns="http://schemas.openxmlformats.org/officeDocument/2006/'
+           b'extended-properties"><Application>Microsoft Excel Compatible / Openpyxl'
+           b'</Application><AppVersion>3.1</AppVersion></Properties>')
+
+
 class _FixedTimeZip(zipfile.ZipFile):
-    """A zip whose entries all carry the same timestamp and mode, whoever writes them."""
+    """A zip whose entries all carry the same timestamp and mode, whoever writes them,
+    and the same application properties whichever openpyxl 3.1 writes them."""
 
     def writestr(self, name, data, *args, **kwargs):
-        super().writestr(_entry(name if isinstance(name, str) else name.filename), data)
+        name = name if isinstance(name, str) else name.filename
+        super().writestr(_entry(name), APP_XML if name == APP_PART else data)
 
     def write(self, filename, arcname=None, *args, **kwargs):
         info = _entry(arcname or os.path.basename(filename))
