@@ -43,6 +43,12 @@ def require_lxml() -> None:
         _absent("lxml is not installed (pip install -e '.[test]')")
 
 
+def require_tokenizers() -> None:
+    """Hugging Face's tokenizers (in the test extra, for BPE text), under the same rule."""
+    if importlib.util.find_spec("tokenizers") is None:
+        _absent("tokenizers is not installed (pip install -e '.[test]')")
+
+
 def _absent(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"CI is set but {reason}")

@@ -13,7 +13,11 @@ Matrices come in one of two layouts: GPT-2's Conv1D (in, out), which is xlformer
 PyTorch's nn.Linear (out, in). A square matrix (c_proj when d_ff = d_model, and always
 attn.c_proj) cannot tell them apart, so the layout is read from `c_attn.weight`, which
 is (d, 3d) or (3d, d) and never square, or given by the user, and then every matrix
-must fit it. The number of heads cannot be read from any shape and is given.
+must fit it. The number of heads cannot be read from any shape: it is given, or read
+from the `config.json` of a Hugging Face folder (`read_folder`), which also gives the
+LayerNorm epsilon, the activation and whether scores are scaled, and whose sizes must
+agree with the shapes (`check_config`). Its tokenizer files (vocab.json, merges.txt) go
+into the spec as a byte-level BPE (see bpe.py).
 """
 
 from __future__ import annotations
@@ -25,11 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
+from . import bpe
 from .weights import Params, read_npz
 
 LAYOUTS = ("conv1d", "linear")
 SKIPPED = re.compile(r"h\.\d+\.attn\.(masked_)?bias$")  # causal-mask buffers, not weights
 INSTALL_HINT = "pip install 'xlformer[import]'"
+WEIGHTS = "model.safetensors"  # a Hugging Face folder's weights
+# config.json's activation_function -> the spec's activation. gelu_new and
+# gelu_pytorch_tanh are the tanh form the spec computes; "gelu" (erf) is not.
+ACTIVATIONS = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "relu": "relu"}
 
 
 class CheckpointError(ValueError):
@@ -47,6 +56,128 @@ class Imported:
     bias: bool  # c_attn, c_proj, c_fc biases present
     tied: bool
     layout: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the spec takes from a model's config (GPT-2's defaults for a bare file)."""
+
+    n_head: int
+    ln_eps: float = 1e-5
+    activation: str = "gelu"  # the spec's: gelu (tanh form) | relu
+    scale: bool = True  # scores / sqrt(head_size)
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A Hugging Face GPT-2 folder as it is: weights, config.json, tokenizer files."""
+
+    tensors: dict[str, np.ndarray]
+    config: Config
+    raw: dict  # config.json as read, for check_config
+    vocab: Path | None  # vocab.json
+    merges: Path | None  # merges.txt, only with vocab.json
+    notes: tuple[str, ...]  # what was left out, for `note:` lines
+
+
+def read_folder(folder: Path) -> Folder:
+    """config.json, model.safetensors and, when present, vocab.json with merges.txt."""
+    folder = Path(folder)
+    if not (folder / WEIGHTS).is_file():
+        if (folder / f"{WEIGHTS}.index.json").is_file():
+            raise CheckpointError(f"{folder} holds a sharded checkpoint ({WEIGHTS}.index.json),"
+                                  f" which xlformer does not read; save it as one {WEIGHTS}")
+        if (folder / "pytorch_model.bin").is_file():
+            raise CheckpointError(f"{folder} has pytorch_model.bin but no {WEIGHTS}: reading "
+                                  "it needs torch (it is a pickle), which xlformer does not "
+                                  "use; save the model with safe_serialization=True")
+        raise CheckpointError(f"{folder} has no {WEIGHTS} (a Hugging Face model folder "
+                              "holds its weights there)")
+    raw = read_config(folder / "config.json")
+    vocab, merges = (p if p.is_file() else None
+                     for p in (folder / "vocab.json", folder / "merges.txt"))
+    notes = []
+    if vocab is not None and merges is None:
+        notes.append(f"{folder} has vocab.json but no merges.txt: the workbook shows each "
+                     "id's token, but text cannot be tokenized (give --ids)")
+    if vocab is None and merges is not None:
+        notes.append(f"{folder} has merges.txt but no vocab.json: merges.txt is not used, "
+                     "and tokens are named by their ids")
+        merges = None
+    return Folder(read_tensors(folder / WEIGHTS), _config(raw), raw, vocab, merges,
+                  tuple(notes))
+
+
+def read_config(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent} has no config.json (the model's heads, "
+                              "positions and LayerNorm epsilon)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not a readable JSON file: {e}") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} must be a JSON object of settings")
+    return raw
+
+
+def _config(raw: dict) -> Config:
+    """The spec's settings from config.json; a setting the spec cannot express is an error
+    naming its key. Keys that only matter to training (dropout, initializer_range) or to
+    Hugging Face's code are not read."""
+    def number(key: str, kind: type, default=None):
+        value = raw.get(key, default)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, kind)):
+            what = "missing" if key not in raw else repr(value)
+            raise CheckpointError(f"config.json's {key} must be a positive "
+                                  f"{'whole number' if kind is int else 'number'}, not {what}")
+        if not value > 0:
+            raise CheckpointError(f"config.json's {key} must be positive, not {value}")
+        return value
+
+    if raw.get("model_type", "gpt2") != "gpt2":
+        raise CheckpointError(f"config.json's model_type is {raw['model_type']!r}; xlformer "
+                              "imports GPT-2 (model_type 'gpt2')")
+    act = raw.get("activation_function", "gelu_new")
+    if act not in ACTIVATIONS:
+        raise CheckpointError(f"config.json's activation_function {act!r} is not one the "
+                              f"spec computes ({', '.join(ACTIVATIONS)}; the spec's gelu is "
+                              "the tanh form)")
+    for key in ("scale_attn_by_inverse_layer_idx", "add_cross_attention"):
+        if raw.get(key, False) is not False:
+            raise CheckpointError(f"config.json's {key} = {json.dumps(raw[key])} is not "
+                                  "something the spec can express")
+    scale = raw.get("scale_attn_weights", True)
+    if not isinstance(scale, bool):
+        raise CheckpointError(f"config.json's scale_attn_weights must be true or false, "
+                              f"not {scale!r}")
+    return Config(number("n_head", int), float(number("layer_norm_epsilon", float, 1e-5)),
+                  ACTIVATIONS[act], scale)
+
+
+def check_config(folder: Folder, model: Imported) -> None:
+    """config.json's sizes against the weights' shapes: they must agree."""
+    raw, n_head = folder.raw, folder.config.n_head
+    found = {"n_embd": (model.d_model, "wte has {} columns"),
+             "n_layer": (model.n_layer, "the weights have {} layers"),
+             "n_positions": (model.n_ctx, "wpe has {} rows"),
+             "n_ctx": (model.n_ctx, "wpe has {} rows"),
+             "vocab_size": (model.vocab_size, "wte has {} rows"),
+             "n_inner": (model.d_ff, "mlp.c_fc has {} outputs")}
+    for key, (value, what) in found.items():
+        if raw.get(key) is not None and raw[key] != value:
+            raise CheckpointError(f"config.json says {key} = {json.dumps(raw[key])}, but "
+                                  f"{what.format(value)}")
+    if model.d_model % n_head:
+        raise CheckpointError(f"config.json's n_head {n_head} does not divide d_model "
+                              f"{model.d_model}")
+    tie = raw.get("tie_word_embeddings", True)
+    if tie is False and model.tied and "lm_head.weight" not in folder.tensors:
+        raise CheckpointError("config.json says tie_word_embeddings = false, but the "
+                              "weights have no lm_head.weight")
+    if tie is True and not model.tied:
+        raise CheckpointError("config.json says tie_word_embeddings = true, but "
+                              "lm_head.weight differs from wte")
 
 
 def read_tensors(path: Path) -> dict[str, np.ndarray]:
@@ -171,48 +302,49 @@ def _norm(t, name: str, d: int, used: set[str]) -> Params:
 
 
 def read_vocab(path: Path, size: int) -> list[str]:
-    """A JSON list of tokens in id order, or a JSON object token -> id (GPT-2's vocab.json)."""
+    """A JSON list of tokens in id order, or a JSON object token -> id (GPT-2's vocab.json),
+    of `size` tokens (wte's rows)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"vocabulary {path} is not a readable JSON file: {e}") from None
-    if isinstance(data, dict):
-        if sorted(data.values()) != list(range(len(data))):
-            raise CheckpointError(f"vocabulary {path}: the ids must be 0..{len(data) - 1}")
-        data = sorted(data, key=data.__getitem__)
-    if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
-        raise CheckpointError(f"vocabulary {path} must be a JSON list of strings "
-                              "or an object of token -> id")
+        data = bpe.read_vocab(path)
+    except bpe.TokenizerError as e:
+        raise CheckpointError(str(e)) from None
     if len(data) != size:
         raise CheckpointError(f"vocabulary {path} has {len(data)} tokens; the checkpoint's "
                               f"wte has {size} rows")
     return data
 
 
-def spec_toml(name: str, model: Imported, n_head: int, max_seq: int,
+def spec_toml(name: str, model: Imported, config: Config, max_seq: int,
               tokens: list[str] | None, typed: str | tuple[int, ...], weights_file: str,
-              origin: str) -> str:
+              origin: str, bpe_files: tuple[str, str | None] | None = None) -> str:
     """The spec of an imported model, as TOML that `xlformer build` reads.
 
     `typed` is the input text, or token ids (a tuple) for a model that reads ids: one
-    without a vocabulary (`tokens` None: each token is its id) or with tokens longer
-    than a character."""
+    without a vocabulary (`tokens` None: each token is its id), with tokens longer than
+    a character, or with a byte-level BPE's files (`bpe_files`: vocab.json and merges.txt
+    or None, named relative to the spec)."""
     if isinstance(typed, tuple):
         shown = "ids = [" + ", ".join(map(str, typed)) + "]"
-        vocab = ['input = "ids"', f"size = {model.vocab_size}" if tokens is None else
-                 "tokens = [" + ", ".join(_q(tok) for tok in tokens) + "]"]
+        if bpe_files is not None:
+            vocab = ['input = "ids"', f"bpe = {_q(bpe_files[0])}",
+                     *([f"merges = {_q(bpe_files[1])}"] if bpe_files[1] else [])]
+        else:
+            vocab = ['input = "ids"', f"size = {model.vocab_size}" if tokens is None else
+                     "tokens = [" + ", ".join(_q(tok) for tok in tokens) + "]"]
         pad = None  # the first token; a GPT-2 vocabulary has no padding token of its own
     else:
         shown = f"text = {_q(typed)}"
         vocab = ["tokens = [" + ", ".join(_q(tok) for tok in tokens) + "]"]
         pad = " " if " " in tokens else tokens[0]
+    act = "tanh-GELU" if config.activation == "gelu" else "ReLU"
     lines = [
         f"name = {_q(name)}",
         f"description = {_q(f'Imported from {origin}.')}",
         shown,
         "",
         f"# Imported by `xlformer import` ({model.layout} layout); GPT-2's architecture:",
-        "# pre-norm, tanh-GELU, learned positions, causal mask, LayerNorm eps 1e-5.",
+        f"# pre-norm, {act}, learned positions, causal mask, LayerNorm eps {_float(config.ln_eps)}"
+        + ("." if config.scale else "; scores not scaled."),
         "",
         "[vocab]",
         *vocab,
@@ -220,10 +352,12 @@ def spec_toml(name: str, model: Imported, n_head: int, max_seq: int,
         "",
         "[model]",
         f"max_seq = {max_seq}", f"n_positions = {model.n_ctx}",
-        f"d_model = {model.d_model}", f"n_head = {n_head}",
-        f"n_layer = {model.n_layer}", f"d_ff = {model.d_ff}", 'activation = "gelu"',
-        'norm = "pre"', "ln_eps = 1e-5", 'positions = "learned"', "causal = true",
-        "scale = true", "residual = true", f"bias = {str(model.bias).lower()}",
+        f"d_model = {model.d_model}", f"n_head = {config.n_head}",
+        f"n_layer = {model.n_layer}", f"d_ff = {model.d_ff}",
+        f"activation = {_q(config.activation)}", 'norm = "pre"',
+        f"ln_eps = {_float(config.ln_eps)}", 'positions = "learned"', "causal = true",
+        f"scale = {str(config.scale).lower()}", "residual = true",
+        f"bias = {str(model.bias).lower()}",
         "",
         "[head]",
         f"tied = {str(model.tied).lower()}",
@@ -234,6 +368,11 @@ def spec_toml(name: str, model: Imported, n_head: int, max_seq: int,
         f"file = {_q(weights_file)}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _float(x: float) -> str:
+    """A float as TOML reads it, shortest: 1e-5, not 1e-05."""
+    return repr(float(x)).replace("e-0", "e-").replace("e+0", "e+")
 
 
 def _q(s: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from . import builder, catalog, checkpoint, recalc, render, train, writer
+from . import bpe, builder, catalog, checkpoint, recalc, render, train, writer
 from .book import Book
 from .limits import LimitError
 from .names import BadName
@@ -80,8 +80,15 @@ def _input(spec: Spec, text: str | None, ids: str | None) -> str | tuple[int, ..
     """The input to build with: --text for a spec that reads text, --ids for one that
     reads token ids, else the spec's own."""
     if spec.reads_ids and text is not None:
-        raise UserError(f"{spec.name} reads token ids (vocab.input = \"ids\"): give --ids, "
-                        "not --text")
+        if spec.vocab.bpe is None:
+            raise UserError(f"{spec.name} reads token ids (vocab.input = \"ids\"): give --ids, "
+                            "not --text")
+        if spec.vocab.merges is None:
+            raise UserError(f"{spec.name}'s BPE vocabulary has no merges (vocab.merges) to "
+                            "tokenize text with: give --ids, not --text")
+        if ids is not None:
+            raise UserError("give --text or --ids, not both")
+        return _tokenized(spec.vocab.bpe, spec.vocab.merges, text, spec.model.max_seq)
     if not spec.reads_ids and ids is not None:
         raise UserError(f"{spec.name} reads text: give --text, not --ids")
     try:
@@ -386,69 +393,132 @@ def _read_text(path: Path) -> str:
 
 
 @main.command("import")
-@click.argument("checkpoint_file", metavar="CHECKPOINT", type=click.Path(path_type=Path))
+@click.argument("checkpoint_file", metavar="CHECKPOINT|DIR", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="The spec to write (.toml); its weights go beside it, same name, .npz.")
-@click.option("--heads", type=click.IntRange(min=1), required=True,
-              help="Attention heads per layer (no shape tells).")
+              help="The spec to write (.toml); its weights go beside it, same name, .npz "
+                   "(and a folder's tokenizer files, as NAME.vocab.json and NAME.merges.txt).")
+@click.option("--heads", type=click.IntRange(min=1),
+              help="Attention heads per layer (no shape tells): needed for a checkpoint "
+                   "file; a folder's config.json gives them.")
 @click.option("--vocab", "vocab_file", type=click.Path(path_type=Path),
-              help="JSON list of the tokens in id order (or token -> id). Without it, or "
-                   "with tokens longer than a character, the workbook's input is token ids.")
+              help="For a checkpoint file: JSON list of the tokens in id order (or token -> "
+                   "id). Without it, or with tokens longer than a character, the workbook's "
+                   "input is token ids.")
 @click.option("--layout", type=click.Choice(checkpoint.LAYOUTS),
               help="conv1d: matrices (in, out), as GPT-2; linear: (out, in), as nn.Linear. "
                    "Default: read from c_attn's shape.")
 @click.option("--max-seq", type=click.IntRange(min=1),
               help="Positions in the workbook (default: all of wpe's rows).")
-@click.option("--text", help="Input text the workbook opens with (one-character tokens).")
+@click.option("--text", help="Input text the workbook opens with (one-character tokens, or "
+              "a folder's BPE tokenizer).")
 @click.option("--ids", help="Token ids the workbook opens with, e.g. \"3 1 4\" (a model "
               "that reads ids).")
-def import_cmd(checkpoint_file: Path, output: Path, heads: int, vocab_file: Path | None,
+def import_cmd(checkpoint_file: Path, output: Path, heads: int | None, vocab_file: Path | None,
                layout: str | None, max_seq: int | None, text: str | None,
                ids: str | None) -> None:
     """Import a GPT-2-style checkpoint as a spec and weights.
 
-    CHECKPOINT is an .npz or .safetensors file of GPT-2-named tensors.
+    CHECKPOINT is an .npz or .safetensors file of GPT-2-named tensors; DIR is a Hugging
+    Face GPT-2 folder (config.json, model.safetensors, vocab.json and merges.txt).
     """
     if output.suffix.lower() != ".toml":
         raise UserError(f"output {output} must end in .toml")
     if not output.parent.is_dir():
         raise UserError(f"output folder {output.parent} does not exist")
     weights_path = output.with_suffix(".npz")
+    if not checkpoint_file.exists():
+        raise UserError(f"checkpoint {checkpoint_file} does not exist")
+    folder = None
     try:
-        model = checkpoint.convert(checkpoint.read_tensors(checkpoint_file), layout)
+        if checkpoint_file.is_dir():
+            if vocab_file is not None:
+                raise UserError("--vocab is for a checkpoint file; a folder's tokens are its "
+                                "vocab.json")
+            folder = checkpoint.read_folder(checkpoint_file)
+            if heads is not None and heads != folder.config.n_head:
+                raise UserError(f"--heads {heads} disagrees with config.json's n_head "
+                                f"{folder.config.n_head}")
+            config, vocab_file = folder.config, folder.vocab
+        elif heads is None:
+            raise UserError("give --heads: a checkpoint file does not say how many heads "
+                            "its layers have (a Hugging Face folder's config.json does)")
+        else:
+            config = checkpoint.Config(heads)
+        tensors = (checkpoint.read_tensors(checkpoint_file) if folder is None
+                   else folder.tensors)
+        model = checkpoint.convert(tensors, layout)
+        if folder is not None:
+            checkpoint.check_config(folder, model)
         tokens = (None if vocab_file is None
                   else checkpoint.read_vocab(vocab_file, model.vocab_size))
     except checkpoint.CheckpointError as e:
         raise UserError(str(e)) from None
-    if model.d_model % heads:
-        raise UserError(f"d_model {model.d_model} is not a multiple of --heads {heads}")
+    if model.d_model % config.n_head:
+        raise UserError(f"d_model {model.d_model} is not a multiple of --heads {config.n_head}")
     max_seq = max_seq or model.n_ctx
     if max_seq > model.n_ctx:
         raise UserError(f"--max-seq {max_seq} is more than the checkpoint's {model.n_ctx} "
                         "positions")
-    reads_ids = tokens is None or any(len(tok) != 1 for tok in tokens)
-    if reads_ids and text is not None:
+    bpe_files = None
+    if folder is not None and tokens is not None:  # a byte-level BPE: tokens as shown
+        bpe_files = (f"{output.stem}.vocab.json",
+                     f"{output.stem}.merges.txt" if folder.merges else None)
+        tokens = [bpe.shown(tok) for tok in tokens]
+    reads_ids = tokens is None or bpe_files is not None or any(len(tok) != 1 for tok in tokens)
+    if reads_ids and text is not None and bpe_files is None:
         raise UserError("this model reads token ids (no vocabulary of single characters): "
                         "give --ids, not --text")
     if not reads_ids and ids is not None:
         raise UserError("this model reads text (its tokens are single characters): give "
                         "--text, not --ids")
-    typed = parse_ids(ids or "") if reads_ids else (text or "")
-    source = checkpoint.spec_toml(output.stem, model, heads, max_seq, tokens, typed,
-                                  weights_path.name, checkpoint_file.name)
+    if bpe_files is not None and text is not None:
+        if ids is not None:
+            raise UserError("give --text or --ids, not both")
+        if folder.merges is None:
+            raise UserError(f"{checkpoint_file} has no merges.txt, so --text cannot be "
+                            "tokenized: give --ids")
+        typed = _tokenized(folder.vocab, folder.merges, text, max_seq)
+    else:
+        typed = parse_ids(ids or "") if reads_ids else (text or "")
+    source = checkpoint.spec_toml(output.stem, model, config, max_seq,
+                                  None if bpe_files else tokens, typed, weights_path.name,
+                                  checkpoint_file.name, bpe_files)
     params = checkpoint.for_spec(model)
     try:
-        spec = parse_spec(source, base=output.parent, origin=str(output))
+        spec = parse_spec(source, base=output.parent, origin=str(output),
+                          bpe_tokens=lambda: tokens)
         check_params(spec, params, str(checkpoint_file))
     except (SpecError, WeightsError) as e:
         raise UserError(str(e)) from None
     buffer = io.BytesIO()
     np.savez(buffer, **params)
     writer.atomic_write(weights_path, buffer.getvalue())
+    written = [weights_path]
+    if bpe_files is not None:  # the tokenizer files, beside the spec as it names them
+        for name, path in zip(bpe_files, (folder.vocab, folder.merges), strict=True):
+            if name:
+                writer.atomic_write(output.parent / name, path.read_bytes())
+                written.append(output.parent / name)
     writer.atomic_write(output, source.encode("utf-8"))
-    click.echo(f"wrote {output} and {weights_path}: {model.n_layer} layers, {heads} heads, "
-               f"d_model {model.d_model}, {model.vocab_size} tokens, {model.layout} layout"
-               + (", input: token ids" if reads_ids else ""))
+    for notice in folder.notes if folder is not None else ():
+        click.echo(f"note: {notice}", err=True)
+    click.echo(f"wrote {output} and {', '.join(map(str, written))}: {model.n_layer} layers, "
+               f"{config.n_head} heads, d_model {model.d_model}, {model.vocab_size} tokens, "
+               f"{model.layout} layout" + (", input: token ids" if reads_ids else "")
+               + (" (text is tokenized with its byte-level BPE)"
+                  if bpe_files and bpe_files[1] else ""))
+
+
+def _tokenized(vocab: Path, merges: Path, text: str, max_seq: int) -> tuple[int, ...]:
+    """A text as the token ids of a byte-level BPE; more tokens than max_seq is an error,
+    as a text longer than max_seq is for a model that reads characters."""
+    try:
+        ids = bpe.Tokenizer(vocab, merges).encode(text)
+    except bpe.TokenizerError as e:
+        raise UserError(str(e)) from None
+    if len(ids) > max_seq:
+        raise UserError(f"input text is {len(ids)} tokens, more than max_seq ({max_seq})")
+    return ids
 
 
 @main.command("build-all")

@@ -139,7 +139,8 @@ def read_built(path: Path) -> Built:
     names = _areas(wb)
     source = "\n".join("" if r[0] is None else str(r[0])
                        for r in wb[SPEC].iter_rows(min_row=2, max_col=1, values_only=True))
-    spec = parse_spec(source + "\n", origin=f"the spec inside {path}")
+    spec = parse_spec(source + "\n", origin=f"the spec inside {path}",
+                      bpe_tokens=lambda: _tokens(wb, names, path))
     transposed = frozenset(read_block(wb, names[TRANSPOSED]).ravel().tolist()
                            if TRANSPOSED in names else ())
     def area(name: str) -> Area:
@@ -162,6 +163,18 @@ def read_built(path: Path) -> Built:
                 for ws in wb.worksheets for row in ws.iter_rows() for c in row
                 if c.data_type == "f"}
     return Built(spec, params, text, names, formulas, transposed)
+
+
+def _tokens(wb, names: dict[str, Area], path: Path) -> list[str]:
+    """The vocabulary's tokens as the workbook shows them (a BPE spec's vocabulary is a
+    file the workbook does not carry)."""
+    if "vocab" not in names:
+        raise NotAWorkbook(f"{path} lacks the defined name 'vocab', which holds its "
+                           "tokens; build the workbook again")
+    a = names["vocab"]
+    rows = wb[a.sheet].iter_rows(min_row=a.row, max_row=a.row + a.nrows - 1, min_col=a.col,
+                                 max_col=a.col + a.ncols - 1, values_only=True)
+    return [_text(v) for row in rows for v in row]
 
 
 def oriented(block: np.ndarray, transposed: bool) -> np.ndarray:

@@ -12,8 +12,11 @@ import math
 import re
 import string
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import bpe
 
 try:
     import tomllib
@@ -51,6 +54,8 @@ class Vocab:
     pad: str  # fills positions past the end of a shorter input
     input: str = "text"  # text: one character per token; ids: the user types token ids
     sep: str = ""  # between tokens in a decoded text: " " when tokens are bare ids (size)
+    bpe: Path | None = None  # a byte-level BPE's vocab.json; tokens are its tokens as shown
+    merges: Path | None = None  # its merges.txt: text given to build is tokenized with them
 
     @property
     def pad_id(self) -> int:
@@ -178,7 +183,8 @@ class Spec:
 
 _TOP_KEYS = {"name": str, "description": str, "text": str, "ids": list}
 _SECTIONS = ("vocab", "model", "head", "weights", "generate", "target_vocab", "train")
-_VOCAB_KEYS = {"set": str, "tokens": list, "pad": str, "input": str, "size": int}
+_VOCAB_KEYS = {"set": str, "tokens": list, "pad": str, "input": str, "size": int,
+               "bpe": str, "merges": str}
 _TARGET_VOCAB_KEYS = {"set": str, "tokens": list, "pad": str}
 _MODEL_KEYS = {
     "max_seq": int, "d_model": int, "n_head": int, "head_size": int, "n_layer": int,
@@ -207,8 +213,13 @@ def load_spec(path: Path) -> Spec:
     return parse_spec(source, base=Path(path).parent, origin=str(path))
 
 
-def parse_spec(source: str, base: Path = Path("."), origin: str = "spec") -> Spec:
-    """Parse TOML text into a validated Spec; relative files resolve against `base`."""
+def parse_spec(source: str, base: Path = Path("."), origin: str = "spec",
+               bpe_tokens: Callable[[], list[str]] | None = None) -> Spec:
+    """Parse TOML text into a validated Spec; relative files resolve against `base`.
+
+    `bpe_tokens`, for a spec whose vocabulary is a BPE file (vocab.bpe), gives its
+    tokens as shown instead of the file: a workbook holds them (its `vocab` block), and
+    an import has them before it writes the file."""
     try:
         doc = tomllib.loads(source)
     except tomllib.TOMLDecodeError as e:
@@ -224,7 +235,7 @@ def parse_spec(source: str, base: Path = Path("."), origin: str = "spec") -> Spe
     control = sorted({c for c in description if not (c.isprintable() or c in "\n\t")})
     if control:  # the workbook shows the description; a cell cannot hold these
         raise SpecError(f"description has control characters: {control}")
-    vocab = _vocab(_section(doc, "vocab", _VOCAB_KEYS))
+    vocab = _vocab(_section(doc, "vocab", _VOCAB_KEYS), base, bpe_tokens)
     model = _model(_section(doc, "model", _MODEL_KEYS))
     head = Head(**_section(doc, "head", _HEAD_KEYS))
     weights = _weights(_section(doc, "weights", _WEIGHT_KEYS), base)
@@ -304,16 +315,29 @@ def _check_keys(table: dict, keys: dict[str, type], prefix: str) -> None:
             raise SpecError(f"'{prefix}{key}' must be {want.__name__}, not {value!r}")
 
 
-def _vocab(table: dict) -> Vocab:
-    given = [k for k in ("set", "tokens", "size") if k in table]
+def _vocab(table: dict, base: Path = Path("."),
+           bpe_tokens: Callable[[], list[str]] | None = None) -> Vocab:
+    given = [k for k in ("set", "tokens", "size", "bpe") if k in table]
     if len(given) != 1:
-        raise SpecError("vocab needs exactly one of 'vocab.set', 'vocab.tokens' or "
-                        "'vocab.size'")
+        raise SpecError("vocab needs exactly one of 'vocab.set', 'vocab.tokens', "
+                        "'vocab.size' or 'vocab.bpe'")
     kind = table.get("input", "text")
     if kind not in INPUTS:
         raise SpecError(f"vocab.input must be one of {', '.join(INPUTS)}, not {kind!r}")
-    sep = ""
-    if "size" in table:  # no vocabulary file: each token is its id as text
+    if "merges" in table and "bpe" not in table:
+        raise SpecError("vocab.merges (a BPE's merges.txt) needs vocab.bpe (its vocab.json)")
+    sep, files = "", {k: base / table[k] for k in ("bpe", "merges") if k in table}
+    if "bpe" in table:  # tokens as shown; the raw ones are unique, shown ones need not be
+        if kind != "ids":
+            raise SpecError("vocab.bpe (a BPE vocabulary) needs vocab.input = \"ids\"")
+        try:
+            tokens = tuple(bpe_tokens() if bpe_tokens is not None else
+                           map(bpe.shown, bpe.read_vocab(files["bpe"])))
+        except bpe.TokenizerError as e:
+            raise SpecError(f"vocab.bpe: {e}") from None
+        if not tokens or not all(tokens):
+            raise SpecError(f"vocab.bpe: {files['bpe']} must hold tokens, none of them empty")
+    elif "size" in table:  # no vocabulary file: each token is its id as text
         if kind != "ids":
             raise SpecError("vocab.size (tokens named by their ids) needs vocab.input = \"ids\"")
         if table["size"] < 1:
@@ -344,7 +368,7 @@ def _vocab(table: dict) -> Vocab:
     pad = table.get("pad", tokens[0] if tokens else "")
     if pad not in tokens:
         raise SpecError(f"vocab.pad {pad!r} is not one of the vocabulary's tokens")
-    return Vocab(tokens, pad, kind, sep)
+    return Vocab(tokens, pad, kind, sep, files.get("bpe"), files.get("merges"))
 
 
 def _model(table: dict) -> Model:
