@@ -374,9 +374,12 @@ def scored(label: str) -> str:
 
 def cross_entropy(scored_ref: str, row_sum_ref: str, row_max_ref: str, row: str,
                   label_id: str) -> str:
-    """-ln p(label) as log-softmax, ln(sum) + max - x[label]: finite where p underflows."""
-    return (f"IF({scored_ref}=1,LN({row_sum_ref})+{row_max_ref}"
-            f"-INDEX({row},1,{label_id}+1),0)")
+    """-ln p(label) as log-softmax, ln(sum) + (max - x[label]): finite where p underflows.
+    max - x first: it is exact (0 when the label is the argmax), so a small loss keeps its
+    digits next to logits in the tens of thousands (copy's), which ln(sum) + max would
+    round to the last place of max."""
+    return (f"IF({scored_ref}=1,LN({row_sum_ref})+({row_max_ref}"
+            f"-INDEX({row},1,{label_id}+1)),0)")
 
 
 def mean_loss(losses: str, scored_col: str) -> str:

@@ -276,9 +276,10 @@ def teacher_labels(spec: Spec, prompt_len: int, out: Trace):  # -> labels [T], s
 
 def teacher_loss(out: Trace, labels, scored) -> None:
     """Cross-entropy -log p(label) of the probabilities shown, as log-softmax:
-    ln(sum) + max - x[label], which stays finite where p underflows to 0."""
+    ln(sum) + (max - x[label]), which stays finite where p underflows to 0, and keeps
+    a small loss's digits however large the logits (see formulas.cross_entropy)."""
     x = out["logits.scaled"][np.arange(len(labels)), labels]
-    loss = np.log(out["probs.sum"][:, 0]) + out["probs.max"][:, 0] - x
+    loss = np.log(out["probs.sum"][:, 0]) + (out["probs.max"][:, 0] - x)
     out["teacher.scored"] = scored * 1.0
     out["teacher.loss"] = np.where(scored, loss, 0.0)
     out["teacher.mean_loss"] = np.array([[out["teacher.loss"].sum() / max(1, scored.sum())]])
