@@ -179,10 +179,10 @@ def sample(spec: Spec, logits, out: Trace):  # [T, V] -> ids [T]
     return np.minimum(below.sum(axis=-1), V - 1).astype(int)
 
 
-def top_p_on(p) -> bool:
-    """Whether top-p applies: p is a number above 0 and below 1. 1 (or more) keeps every
-    token; anything else (0, negative, text typed into the cell) does too, with a note."""
-    return isinstance(p, (int, float)) and not isinstance(p, bool) and 0 < p < 1
+def top_p_on(p: float) -> bool:
+    """Whether top-p applies: p above 0 and below 1; any other p keeps every token. (A
+    typed top-p the sheet does not use reaches the reference as 1: reader.top_p_as_read.)"""
+    return 0 < p < 1
 
 
 def nucleus(probs, p: float):  # [T, V] -> sorted [T, V], sorted cum, ahead, kept [T, V]
