@@ -157,6 +157,13 @@ ANSWERS = {
 }
 
 
+def error_cells(values) -> list[str]:
+    """Every cell of every sheet of a recomputed workbook (openpyxl, data_only) that
+    holds an error value, as Sheet!A1=value."""
+    return [f"{ws.title}!{c.coordinate}={c.value!r}" for ws in values.worksheets
+            for row in ws.iter_rows() for c in row if recalc.error_value(c.value)]
+
+
 def failures(checks) -> list[str]:
     """The failed block checks, each with its problems, for an assertion message."""
     return [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]

@@ -12,7 +12,7 @@ import numpy as np
 import openpyxl
 import pytest
 from click.testing import CliRunner
-from helpers import build_template, lazy_recalc, pdf_words, require_renderer
+from helpers import build_template, error_cells, lazy_recalc, pdf_words, require_renderer
 
 from xlformer import builder, catalog, recalc, reference, render, writer
 from xlformer.book import LABEL, TEXT, Cell, Sheet
@@ -216,9 +216,7 @@ def test_no_error_anywhere_and_the_chart_shows_the_chosen_row(case, engine, char
     name, _, typed, shown = case
     paths, recomputed = charted
     built, values = read_built(paths[name]), open_values(recomputed(engine)[name])
-    errors = [f"{ws.title}!{c.coordinate}={c.value!r}" for ws in values.worksheets
-              for row in ws.iter_rows() for c in row if recalc.error_value(c.value)]
-    assert not errors
+    assert not error_cells(values)
     assert cell_value(values, built.names["chart.shown"]) == shown
     note = cell_value(values, built.names["chart.note"])
     assert bool(note) == (typed is not None and shown != typed), note
@@ -255,7 +253,8 @@ LENGTH_CASES = [
     ("alphabet-room", "alphabet", "a", "", "bcdefgh"),
     ("alphabet-empty", "alphabet", "", "the prompt is empty: nothing is generated", ""),
     ("copy-long", "copy", "abcdefghij",  # the decoder writes 7 tokens (generate.steps)
-     "the input has 10 characters; only the first 8 are read (max_seq)", "abcdefg"),
+     "the input has 10 characters; only the first 8 are read (max_seq); the decoder "
+     "generates at most 7 tokens (generate.steps)", "abcdefg"),
     ("copy-short", "copy", "hello",
      "the input has 5 characters; positions 5 to 7 read the padding token ' '", "hello$"),
 ]

@@ -233,6 +233,9 @@ def test_verify_fails_a_tampered_workbook(run, tmp_path, engine):
     assert result.exit_code == 1
     assert "h.0.attn.head0.weights" in result.output and "FAIL" in result.output
     assert "Layer0!" in result.output
+    cell = f"{area.sheet}!{openpyxl.utils.get_column_letter(area.col + 1)}{area.row + 2}"
+    assert f"    {cell}: got 0.5, want " in result.output  # plain numbers, not np.float64(0.5)
+    assert "np." not in result.output
 
 
 @pytest.mark.parametrize("saver", recalc.ENGINES)
@@ -329,6 +332,3 @@ def test_a_wrong_cell_where_the_reference_is_zero_is_named(run):
                for line in result.output.splitlines())
     assert any(line.startswith(f"{engine:<12} pos_emb ") and line.endswith("FAIL")
                for line in result.output.splitlines())
-    cell = f"{area.sheet}!{openpyxl.utils.get_column_letter(area.col + 1)}{area.row + 2}"
-    assert f"    {cell}: got 0.5, want " in result.output  # plain numbers, not np.float64(0.5)
-    assert "np." not in result.output

@@ -123,6 +123,19 @@ def cases() -> list[tuple[str, Callable[[Row], tuple[str, object]]]]:
                      "of the 3 steps"),
             ("abc", "")]:
         case("prompt_note", lambda r, t=text, w=want: (f.prompt_note(r.put(t), 6, r.put(3)), w))
+    # an encoder-decoder's source, max_seq 6, generate.steps 4
+    at_most = "the decoder generates at most 4 tokens (generate.steps)"
+    for text, want in [
+            ("abcdefg", "the input has 7 characters; only the first 6 are read (max_seq); "
+                        + at_most),
+            ("abcdef", "the input has 6 characters; " + at_most),
+            ("abcde", "the input has 5 characters; position 5 reads the padding token '_'; "
+                      + at_most),
+            ("abcd", "the input has 4 characters; positions 4 to 5 read the padding token "
+                     "'_'"),
+            (None, "the input has 0 characters; positions 0 to 5 read the padding token '_'")]:
+        case("source_note", lambda r, t=text, w=want: (
+            f.source_note(r.put(t), 6, r.put("_"), r.put(4)), w))
     # positions
     case("sinusoid", lambda r: (f.sinusoid(3, 5, 8), math.cos(3 / 10000 ** (4 / 8))))
     case("sinusoid", lambda r: (f.sinusoid(3, 4, 8), math.sin(3 / 10000 ** (4 / 8))))
@@ -202,6 +215,23 @@ def cases() -> list[tuple[str, Callable[[Row], tuple[str, object]]]]:
     case("label_char", lambda r: (f.label_char(r.put("abc"), 0, r.put(0)), ""))
     for pos, want in [(0, "a"), (2, "c"), (3, "")]:  # after the start token
         case("label_char", lambda r, p=pos, w=want: (f.label_char(r.put("abc"), p, None), w))
+    # what teacher forcing scores of a target: max_seq 6; after a prompt of L the positions
+    # L-1 .. 5 score 6 - L + 1 characters; after a start token all 6
+    for target, plen, want in [
+            ("abcd", 3, ""), ("abcde", 3, "the target has 5 characters; after the prompt of 3 "
+                                         "characters, the 6 positions (max_seq) score only 4 "
+                                         "of them"),
+            ("ab", 6, "the target has 2 characters; after the prompt of 6 characters, the 6 "
+                      "positions (max_seq) score only 1 of them"),
+            ("abcdefg", 1, "the target has 7 characters; after the prompt of 1 character, the "
+                           "6 positions (max_seq) score only 6 of them"),
+            ("ab", 0, "the prompt is empty: the target is not scored"),
+            (None, 0, ""), (None, 3, ""),
+            ("abcdef", None, ""),
+            ("abcdefgh", None, "the target has 8 characters; the 6 positions (max_seq) score "
+                               "only 6 of them")]:
+        case("target_note", lambda r, t=target, n=plen, w=want: (
+            f.target_note(r.put(t), 6, None if n is None else r.put(n)), w))
     case("view_note", lambda r: (f.view_note(r.put("abc"), "gen", "teach"), "teach"))
     case("view_note", lambda r: (f.view_note(r.put(None), "gen", "teach"), "gen"))
     case("scored", lambda r: (f.scored(r.put("a")), 1))
@@ -216,11 +246,22 @@ def cases() -> list[tuple[str, Callable[[Row], tuple[str, object]]]]:
     case("mean_loss", lambda r: (f.mean_loss(r.put(1.5, 0, 2.5), r.put(1, 0, 1)), 2))
     case("mean_loss", lambda r: (f.mean_loss(r.put(0, 0), r.put(0, 0)), 0))
     # sampling
-    case("temper", lambda r: (f.temper(r.put(3), r.put(2)), 1.5))
-    case("temper", lambda r: (f.temper(r.put(3), r.put(0)), 3))
-    for x, k, want in [(3, 1, 1), (2, 1, 0), (2, 3, 1), (1, 3, 0), (1, 0, 1)]:  # row 3 1 3 2
+    # a temperature that is not a number of 0 or more reads as 0: greedy
+    for t, want in [(2, 1.5), (0, 3), (-1, 3), ("hot", 3), (None, 3), ("2", 3)]:
+        case("temper", lambda r, t=t, w=want: (f.temper(r.put(3), r.put(t)), w))
+    greedy = "not a number of 0 or more: read as 0 (greedy)"
+    for t, want in [(0.5, ""), (0, ""), (-1, greedy), ("hot", greedy), (None, greedy)]:
+        case("temperature_note", lambda r, t=t, w=want: (f.temperature_note(r.put(t)), w))
+    # row 3 1 3 2 of a vocabulary of 4; top-k that is not a whole number 0..4 keeps all
+    for x, k, want in [(3, 1, 1), (2, 1, 0), (2, 3, 1), (1, 3, 0), (1, 0, 1), (1, 4, 1),
+                       (1, 2.5, 1), (1, -1, 1), (1, 5, 1), (1, "all", 1), (1, None, 1),
+                       (2, 2.0, 0)]:
         case("in_top_k", lambda r, x=x, k=k, w=want: (
-            f.in_top_k(r.put(x), r.put(3, 1, 3, 2), r.put(k)), w))
+            f.in_top_k(r.put(x), r.put(3, 1, 3, 2), r.put(k), 4), w))
+    all_tokens = "not a whole number from 0 to 4: read as 0 (all tokens)"
+    for k, want in [(0, ""), (4, ""), (2, ""), (5, all_tokens), (2.5, all_tokens),
+                    (-1, all_tokens), ("all", all_tokens), (None, all_tokens)]:
+        case("top_k_note", lambda r, k=k, w=want: (f.top_k_note(r.put(k), 4), w))
     case("kth_largest", lambda r: (f.kth_largest(r.put(3, 1, 4, 2), 2), 3))
     # probabilities 0.1 0.5 0.4: sorted 0.5 0.4 0.1, running sums 0.5 0.9 1
     for x, want in [(0.5, 0), (0.4, 0.5), (0.1, 0.9)]:
@@ -246,8 +287,9 @@ def cases() -> list[tuple[str, Callable[[Row], tuple[str, object]]]]:
                                         2))
     case("sample_or_argmax", lambda r: (f.sample_or_argmax(r.put(1), r.put(1, 1, 1), 3, "9"),
                                         2))  # rounding past the last token
-    case("sample_or_argmax", lambda r: (f.sample_or_argmax(r.put(0), r.put(1, 1, 0), 3, "9"),
-                                        9))
+    for t in (0, -1, "hot", None):  # greedy: the argmax
+        case("sample_or_argmax", lambda r, t=t: (
+            f.sample_or_argmax(r.put(t), r.put(1, 1, 0), 3, "9"), 9))
     return c
 
 

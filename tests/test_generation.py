@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 import openpyxl
 import pytest
-from helpers import build_template, failures, lazy_recalc
+from helpers import Workbooks, build_template, error_cells, failures, lazy_recalc, selected
 from test_engines import type_text
 
 from xlformer import builder, reference, writer
@@ -105,6 +105,56 @@ TOP_P_CASES = {
 }
 
 
+# Mistakes typed into the controls, and targets longer than the positions left: four
+# recomputed workbooks. Each control reads as its fallback (temperature 0: greedy; top-k
+# 0 and top-p 1: every token), a note says why, and verify's reference reads the cells
+# the same way. (template and text, or None for the sampled spec and PROMPT; what is typed)
+MISTAKE_CASES = {
+    "typed-text": ("alphabet", "abc",
+                   {"gen.temperature": "hot", "gen.top_k": 2.5, "gen.top_p": 1.5}),
+    # sampling (as -1 read as -1 would), a uniform of 0.001 takes the first token, which
+    # is not the most likely one
+    "typed-negative": (None, None, {"gen.temperature": -1, "gen.top_k": 6, "gen.top_p": 0,
+                                    "gen.uniform": [0.001] * 4}),
+    "typed-empty-teach": ("copy", "abcdefgh", {"gen.temperature": None, "gen.top_k": -1,
+                                               "gen.top_p": -0.5, "target_text": "abcdefghij$"}),
+    "teach-long-target": ("alphabet", "abcde", {"gen.top_k": "all", "target_text": "fghijk"}),
+}
+# How each case's controls read (temperature, top-k, top-p), worked out from the rules.
+MISTAKES_READ = {"typed-text": (0.0, 0, 1.0), "typed-negative": (0.0, 0, 1.0),
+                 "typed-empty-teach": (0.0, 0, 1.0), "teach-long-target": (0.0, 0, 1.0)}
+TEMPERATURE_WHY = "not a number of 0 or more: read as 0 (greedy)"
+TOP_P_WHY = "not a number above 0 and at most 1: every token is kept"
+TOP_K_28 = "not a whole number from 0 to 28: read as 0 (all tokens)"  # alphabet's, copy's
+# What the notes say, by hand; an empty note reads back as None or "".
+NOTES = {
+    "typed-text": {"gen.temperature_note": TEMPERATURE_WHY, "gen.top_k_note": TOP_K_28,
+                   "gen.top_p_note": TOP_P_WHY, "gen.target_note": ""},
+    "typed-negative": {"gen.temperature_note": TEMPERATURE_WHY, "gen.top_p_note": TOP_P_WHY,
+                       "gen.top_k_note": "not a whole number from 0 to 5: read as 0 "
+                                         "(all tokens)"},
+    "typed-empty-teach": {
+        "gen.temperature_note": TEMPERATURE_WHY, "gen.top_k_note": TOP_K_28,
+        "gen.top_p_note": TOP_P_WHY,
+        "gen.target_note": "the target has 11 characters; the 8 positions (max_seq) score "
+                           "only 8 of them",
+        "input.length_note": "the input has 8 characters; the decoder generates at most 7 "
+                             "tokens (generate.steps)"},
+    "teach-long-target": {
+        "gen.temperature_note": "", "gen.top_k_note": TOP_K_28, "gen.top_p_note": "",
+        "gen.target_note": "the target has 6 characters; after the prompt of 5 characters, "
+                           "the 8 positions (max_seq) score only 4 of them"},
+    # copy's decoder writes 7 tokens (generate.steps), so an 8-letter source loses one
+    "copy-long": {"input.length_note": "the input has 8 characters; the decoder generates "
+                                       "at most 7 tokens (generate.steps)"},
+    "copy-hello": {"input.length_note": "the input has 5 characters; positions 5 to 7 read "
+                                        "the padding token ' '"},
+    "teach-copy": {"gen.target_note": ""},  # 5 of 8 positions
+    "teach-alphabet": {"gen.target_note": "", "gen.temperature_note": "",
+                       "gen.top_k_note": ""},  # 4 after a prompt of 3: 6 positions left
+}
+
+
 def tied_pair(spec):
     """The sampled spec's weights with tokens 2 and 3 given the same output head column,
     so every position gives them exactly the same logit and probability."""
@@ -115,41 +165,60 @@ def tied_pair(spec):
 
 
 CASES = ([c[0] for c in TEMPLATE_CASES] + [f"gen-{seed}" for seed in range(COUNT)]
-         + ["typed-greedy", "typed-uniforms", "typed-top-k", *TEACHER_CASES, *TOP_P_CASES])
+         + ["typed-greedy", "typed-uniforms", "typed-top-k", *TEACHER_CASES, *TOP_P_CASES,
+            *MISTAKE_CASES])
+
+
+def _sampled_book(path, params=None):
+    """The sampled spec's workbook, with the prompt PROMPT."""
+    spec = parse_spec(random_generating_spec(SAMPLED_SEED))
+    writer.save(builder.build(spec, make_weights(spec) if params is None else params(spec),
+                              PROMPT), path)
+    return path
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, request):
+    """case -> workbook, each built when first asked for (and the cases the run selects
+    recomputed together, see helpers.Workbooks)."""
     folder = tmp_path_factory.mktemp("gen")
-    paths = {}
-    for case, template, text, typed in TEMPLATE_CASES:
-        paths[case] = build_template(template, folder / f"{case}.xlsx", text)
-        if typed is not None:
-            type_text(paths[case], typed)
-    for seed in range(COUNT):
-        spec = parse_spec(random_generating_spec(seed))
-        text = random_prompt(seed, spec.vocab.tokens, spec.model.max_seq)
-        paths[f"gen-{seed}"] = folder / f"gen-{seed}.xlsx"
-        writer.save(builder.build(spec, make_weights(spec), text), paths[f"gen-{seed}"])
-    paths["circular"] = _made_circular(build_template("alphabet", folder / "circular.xlsx"))
-    for case, (template, text, target) in TEACHER_CASES.items():
-        paths[case] = build_template(template, folder / f"{case}.xlsx", text)
-        type_controls(paths[case], {"target_text": target})
-    for case, controls in SAMPLING_CASES.items():
-        spec = parse_spec(random_generating_spec(SAMPLED_SEED))
-        paths[case] = folder / f"{case}.xlsx"
-        writer.save(builder.build(spec, make_weights(spec), PROMPT), paths[case])
-        type_controls(paths[case], controls)
-    for case, controls in TOP_P_CASES.items():
-        paths[case] = folder / f"{case}.xlsx"
-        if case == "top-p-alphabet":
-            build_template("alphabet", paths[case], "abc")
+    templates = {case: (template, text, typed) for case, template, text, typed in TEMPLATE_CASES}
+
+    def make(case: str):
+        path = folder / f"{case}.xlsx"
+        if case in templates:
+            template, text, typed = templates[case]
+            build_template(template, path, text)
+            if typed is not None:
+                type_text(path, typed)
+        elif case.startswith("gen-"):
+            spec = parse_spec(random_generating_spec(seed := int(case[4:])))
+            text = random_prompt(seed, spec.vocab.tokens, spec.model.max_seq)
+            writer.save(builder.build(spec, make_weights(spec), text), path)
+        elif case == "circular":
+            _made_circular(build_template("alphabet", path))
+        elif case in TEACHER_CASES:
+            template, text, target = TEACHER_CASES[case]
+            build_template(template, path, text)
+            type_controls(path, {"target_text": target})
+        elif case in SAMPLING_CASES:
+            type_controls(_sampled_book(path), SAMPLING_CASES[case])
+        elif case in TOP_P_CASES:
+            if case == "top-p-alphabet":
+                build_template("alphabet", path, "abc")
+            else:
+                _sampled_book(path, tied_pair if case == "top-p-tie" else None)
+            type_controls(path, TOP_P_CASES[case])
         else:
-            spec = parse_spec(random_generating_spec(SAMPLED_SEED))
-            params = tied_pair(spec) if case == "top-p-tie" else make_weights(spec)
-            writer.save(builder.build(spec, params, PROMPT), paths[case])
-        type_controls(paths[case], controls)
-    return paths
+            template, text, controls = MISTAKE_CASES[case]
+            if template is None:
+                _sampled_book(path)
+            else:
+                build_template(template, path, text)
+            type_controls(path, controls)
+        return path
+
+    return Workbooks([*CASES, "circular"], make, selected(request, "case"))
 
 
 # A decoder-only spec sampling at temperature 2, and what a user types into its controls.
@@ -230,6 +299,10 @@ def test_generation_matches_the_step_by_step_decode(case, engine, built, recompu
     # teacher forcing: the true target is fed (t), output_text is what the model predicts
     ("teach-copy", "hello", "s" + "tttt" + "uuu"),
     ("teach-alphabet", "defy", "ppp" + "ttt" + "uu"),
+    # typed mistakes: greedy; a target cut to the positions left is scored as far as it fits
+    ("typed-text", "defgh", "ppp" + "ggggg"),
+    ("typed-empty-teach", "abcdefgh", "s" + "t" * 7),
+    ("teach-long-target", "fghi", "ppppp" + "ttt"),
 ])
 def test_typed_text_regenerates_live(case, generated, status, engine, built, recomputed):
     """What a user sees after typing, with no rebuild: the continuation and each
@@ -551,6 +624,41 @@ def test_a_top_p_that_is_not_a_number_keeps_every_token_and_says_why(engine, bui
     assert note == "not a number above 0 and at most 1: every token is kept"
     keep, kept = (read_block(values, workbook.names[n]) for n in ("probs.keep", "probs.nucleus"))
     assert kept.tolist() == keep.tolist() and 0 < keep.sum() < keep.size  # top-k still acts
+
+
+# --- typed mistakes: read as the sheet reads them, with a note -----------------------
+
+@pytest.mark.parametrize("case", list(MISTAKE_CASES))
+def test_typed_mistakes_read_as_the_sheet_reads_them(case, built):
+    """What verify's reference uses: the fallback, never a refusal."""
+    g = read_built(built[case]).spec.generate
+    assert (g.temperature, g.top_k, g.top_p) == MISTAKES_READ[case]
+    assert type(g.top_k) is int and type(g.temperature) is float
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("case", list(NOTES))
+def test_the_notes_say_why_and_no_cell_holds_an_error(case, engine, built, recomputed):
+    values = open_values(recomputed(engine)[case])
+    assert not error_cells(values)
+    names = read_built(built[case]).names
+    said = {name: cell_value(values, names[name]) or "" for name in NOTES[case]}
+    assert said == NOTES[case]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_negative_temperature_is_greedy(engine, built, recomputed):
+    """Read as -1 the sheet would sample, and a uniform of 0.001 takes the first token,
+    not the most likely one; read as 0 it takes the argmax."""
+    values = open_values(recomputed(engine)["typed-negative"])
+    workbook = read_built(built["typed-negative"])
+    greedy = _sampled_spec(temperature=0.0, top_k=0)
+    trace = reference.generate(greedy, make_weights(greedy), PROMPT)[0]
+    assert read_block(values, workbook.names["gen.ids"]).ravel().tolist() == \
+        trace["gen.ids"].tolist()
+    sampled = _sampled_spec(temperature=1.0, top_k=0, uniforms=(0.001,) * 4)
+    assert reference.generate(sampled, make_weights(sampled), PROMPT)[0]["gen.ids"].tolist() \
+        != trace["gen.ids"].tolist()
 
 
 # --- specs -------------------------------------------------------------------------------

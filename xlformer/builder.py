@@ -448,13 +448,15 @@ class _Builder:
 
     def length_note(self, pad: str) -> None:
         """What the model makes of the typed text's length, live: cut to max_seq, padded,
-        or (a generating decoder's prompt) how much room is left to generate."""
+        or (a generating decoder's prompt) how much room is left to generate; an
+        encoder-decoder's source, also when it is longer than the decoder generates."""
         T, S = self.T, INPUT
-        if self.generation is not None and not self.m.encoder_decoder:
+        if self.generation is None:  # the output follows the input's positions
+            note = f.length_note(self.input_text, T, pad, True)
+        else:
             steps = self.generation.consts["gen.steps"].ref(0, 0, S, True)
-            note = f.prompt_note(self.input_text, T, steps)
-        else:  # the output follows the input's positions unless a decoder generates it
-            note = f.length_note(self.input_text, T, pad, self.generation is None)
+            note = (f.source_note(self.input_text, T, pad, steps) if self.m.encoder_decoder
+                    else f.prompt_note(self.input_text, T, steps))
         self.scalar("input.length_note", S, 4, Cell(FORMULA, f.prepare(note)), "note")
 
     def ids_input_sheet(self, typed_ids) -> Area:

@@ -96,7 +96,7 @@ def input_note(text: str, pos: int, one_hot_row: str) -> str:
 
 def typed_id(cell: str, size: int, pad_id: str) -> str:
     """A typed token id if it is one (a whole number 0..size-1), else the padding id."""
-    return f"IF(ISNUMBER({cell}),IF({_whole_in(cell, size - 1)},{cell},{pad_id}),{pad_id})"
+    return _when_typed(cell, _whole_in(cell, size - 1), cell, pad_id)
 
 
 def typed_note(cell: str, size: int) -> str:
@@ -130,6 +130,16 @@ def length_note(text: str, max_seq: int, pad: str, shows_padding: bool) -> str:
     padded = (f'"the input has "&{_characters(n)}&{where}&" the padding token \'"&{pad}&"\'"'
               + (f"&{string(why)}" if why else ""))
     return f'IF({n}>{max_seq},{cut},IF({n}<{max_seq},{padded},""))'
+
+
+def source_note(text: str, max_seq: int, pad: str, steps: str) -> str:
+    """An encoder-decoder's source: what `length_note` says, and, for a source longer than
+    the `steps` tokens the decoder may generate, that it stops there (copy's decoder
+    writes 7 tokens, so an 8-character source comes out 7 characters long)."""
+    n = f"LEN({text})"
+    more = (f'IF({n}={max_seq},"the input has "&{n}&" characters","")&"; the decoder '
+            f'generates at most "&{steps}&" tokens (generate.steps)"')
+    return f'{length_note(text, max_seq, pad, False)}&IF({n}>{steps},{more},"")'
 
 
 def prompt_note(text: str, max_seq: int, steps: str) -> str:
@@ -287,16 +297,22 @@ def _whole_in(cell: str, high: int) -> str:
     return f"AND({cell}>=0,{cell}<={high},{cell}=INT({cell}))"
 
 
+def _when_typed(cell: str, test: str, then: str, otherwise: str) -> str:
+    """`then` when a cell a user types into holds a number that passes `test`, else
+    `otherwise` (text, an empty cell, a number that fails): never an error value, since
+    `test` is only computed on a number."""
+    return f"IF(ISNUMBER({cell}),IF({test},{then},{otherwise}),{otherwise})"
+
+
 def chosen_position(cell: str, max_seq: int) -> str:
     """The typed position if it is one (a whole number 0..max_seq-1), else 0: never an error."""
-    return f"IF(ISNUMBER({cell}),IF({_whole_in(cell, max_seq - 1)},{cell},0),0)"
+    return _when_typed(cell, _whole_in(cell, max_seq - 1), cell, "0")
 
 
 def position_note(cell: str, max_seq: int) -> str:
     """Says why a typed position was not used; empty when it was."""
     why = f"is not a whole number from 0 to {max_seq - 1}: showing position 0"
-    return (f'IF(ISNUMBER({cell}),IF({_whole_in(cell, max_seq - 1)},"","{why}"),'
-            f'"{why}")')
+    return _when_typed(cell, _whole_in(cell, max_seq - 1), '""', f'"{why}"')
 
 
 # --- generation: each position's input is the token chosen at the one before ---------
@@ -363,6 +379,24 @@ def label_char(target: str, pos: int, prompt_len: str | None) -> str:
             f'IF({pos}-{L}+1>=LEN({target}),"",MID({target},{pos}-{L}+2,1))))')
 
 
+def target_note(target: str, max_seq: int, prompt_len: str | None) -> str:
+    """What teacher forcing scores of a typed target: position p is scored against
+    target[p - L + 1] (see label_char), so the positions from the prompt's last one to
+    max_seq - 1 score at most max_seq - L + 1 characters (max_seq after the start token,
+    `prompt_len` None); an empty prompt scores none. Empty when the whole target is
+    scored, or no target is typed."""
+    n, T = f"LEN({target})", max_seq
+    if prompt_len is None:
+        return (f'IF({n}>{T},"the target has "&{n}&" characters; the {T} positions '
+                f'(max_seq) score only {T} of them","")')
+    L = prompt_len
+    room = f"({T}-{L}+1)"
+    cut = (f'"the target has "&{n}&" characters; after the prompt of "&{_characters(L)}'
+           f'&", the {T} positions (max_seq) score only "&{room}&" of them"')
+    return (f'IF({n}=0,"",IF({L}=0,"the prompt is empty: the target is not scored",'
+            f'IF({n}>{room},{cut},"")))')
+
+
 def view_note(target: str, generating: str, teaching: str) -> str:
     """Which view the sheet shows: teacher forcing when a target is typed."""
     return f"IF(LEN({target})>0,{string(teaching)},{string(generating)})"
@@ -374,9 +408,12 @@ def scored(label: str) -> str:
 
 def cross_entropy(scored_ref: str, row_sum_ref: str, row_max_ref: str, row: str,
                   label_id: str) -> str:
-    """-ln p(label) as log-softmax, ln(sum) + max - x[label]: finite where p underflows."""
-    return (f"IF({scored_ref}=1,LN({row_sum_ref})+{row_max_ref}"
-            f"-INDEX({row},1,{label_id}+1),0)")
+    """-ln p(label) as log-softmax, ln(sum) + (max - x[label]): finite where p underflows.
+    max - x first: it is exact (0 when the label is the argmax), so a small loss keeps its
+    digits next to logits in the tens of thousands (copy's), which ln(sum) + max would
+    round to the last place of max."""
+    return (f"IF({scored_ref}=1,LN({row_sum_ref})+({row_max_ref}"
+            f"-INDEX({row},1,{label_id}+1)),0)")
 
 
 def mean_loss(losses: str, scored_col: str) -> str:
@@ -385,14 +422,36 @@ def mean_loss(losses: str, scored_col: str) -> str:
 
 # --- sampling -------------------------------------------------------------------------
 
+def _sampling_at(temperature: str, then: str, greedy: str) -> str:
+    """`then` at a typed temperature above 0; `greedy` at 0 and for anything that is not
+    a number of 0 or more (text, an empty cell, a negative number), read as 0."""
+    return _when_typed(temperature, f"{temperature}>0", then, greedy)
+
+
 def temper(logit: str, temperature: str) -> str:
     """logit / temperature; a temperature of 0 (greedy) leaves the logit as it is."""
-    return f"IF({temperature}>0,{logit}/{temperature},{logit})"
+    return _sampling_at(temperature, f"{logit}/{temperature}", logit)
 
 
-def in_top_k(x: str, row: str, k: str) -> str:
-    """1 if fewer than k entries of the row are larger than x (k = 0: every entry)."""
-    return f"IF({k}>0,IF(RANK({x},{row})<={k},1,0),1)"
+def temperature_note(temperature: str) -> str:
+    """Why a typed temperature is read as 0; empty when it is a number of 0 or more."""
+    why = string("not a number of 0 or more: read as 0 (greedy)")
+    return _when_typed(temperature, f"{temperature}>=0", '""', why)
+
+
+def in_top_k(x: str, row: str, k: str, size: int) -> str:
+    """1 if fewer than k entries of the row are larger than x. A top-k that is not a whole
+    number from 1 to `size` (the vocabulary's) keeps every entry: 0, and whatever is
+    read as 0 (text, an empty cell, a fraction, a number out of range)."""
+    return _when_typed(k, f"AND({k}>=1,{k}<={size},{k}=INT({k}))",
+                       f"IF(RANK({x},{row})<={k},1,0)", "1")
+
+
+def top_k_note(k: str, size: int) -> str:
+    """Why a typed top-k is read as 0 (all tokens); empty when it is a whole number
+    from 0 to `size`."""
+    why = string(f"not a whole number from 0 to {size}: read as 0 (all tokens)")
+    return _when_typed(k, _whole_in(k, size), '""', why)
 
 
 def kth_largest(row: str, k: int) -> str:
@@ -409,7 +468,7 @@ def mass_ahead(x: str, row: str, sorted_cum_row: str) -> str:
 
 
 def _top_p_valid(p: str, then: str, otherwise: str, high: str = "<1") -> str:
-    return f"IF(ISNUMBER({p}),IF(AND({p}>0,{p}{high}),{then},{otherwise}),{otherwise})"
+    return _when_typed(p, f"AND({p}>0,{p}{high})", then, otherwise)
 
 
 def in_top_p(keep: str, ahead: str, p: str) -> str:
@@ -441,5 +500,5 @@ def at_most(x: str, u: str) -> str:
 def sample_or_argmax(temperature: str, below_row: str, n: int, argmax_body: str) -> str:
     """Inverse-CDF sampling: the first token whose cumulative probability exceeds the
     uniform u is the number of cumulative entries <= u (at most the last token, for
-    rounding). A temperature of 0 takes the argmax instead."""
-    return f"IF({temperature}>0,MIN(SUM({below_row}),{n - 1}),{argmax_body})"
+    rounding). A temperature of 0 (or read as 0) takes the argmax instead."""
+    return _sampling_at(temperature, f"MIN(SUM({below_row}),{n - 1})", argmax_body)

@@ -70,8 +70,11 @@ class Generation:
         return b.embeddings(flow, self.ids, b.dec)
 
     def controls(self, flow: Flow) -> None:
-        """The spec's generation constants, and the prompt's length, in named cells."""
-        vocab, g = self.spec.out_vocab, self.g
+        """The spec's generation constants, the prompt's length and the cells a user may
+        type into, in named cells; below them, on rows of their own (so a note's text runs
+        across them whole), a live note per control when its typed value is not used as
+        typed, and on the target, what teacher forcing scores of it."""
+        vocab, g, S = self.spec.out_vocab, self.g, flow.sheet
         slots, cells = [], []
         if not self.m.encoder_decoder:
             slots.append(Slot("gen.prompt_len", 1, ("prompt length",)))
@@ -92,21 +95,27 @@ class Generation:
         cells.append(Cell(NUMBER, g.temperature, "input"))
         slots.append(Slot("gen.top_k", 1, ("top-k (0: all)",)))
         cells.append(Cell(NUMBER, g.top_k, "input"))
-        slots += [Slot("gen.top_p", 1, ("top-p (1: all)",)), Slot("gen.top_p_note", 1, ("note",))]
-        cells += [Cell(NUMBER, g.top_p, "input"), None]  # the note's formula reads top_p
+        slots.append(Slot("gen.top_p", 1, ("top-p (1: all)",)))
+        cells.append(Cell(NUMBER, g.top_p, "input"))
         areas = self.b.band(flow, slots, 1, positions=False)
         for slot, area, cell in zip(slots, areas, cells, strict=True):
             self.b.book.name(slot.name, area)
             self.consts[slot.name] = area
-            if cell is None:
-                top_p = self.consts["gen.top_p"].ref(0, 0, flow.sheet, absolute=True)
-                cell = Cell(FORMULA, f.prepare(f.top_p_note(top_p)))
             self.b.book.put(area, 0, 0, cell)
-        row = flow.skip(3)
-        target = self.consts["target_text"].ref(0, 0, flow.sheet, absolute=True)
-        note = f.view_note(target, GENERATING, TEACHING)
-        self.b.scalar("gen.view", flow.sheet, row, Cell(FORMULA, f.prepare(note)), "view")
-        self.b.label(flow.sheet, row + 1, 3, CONTRAST)
+        c = {name: area.ref(0, 0, S, absolute=True) for name, area in self.consts.items()}
+        notes = [
+            ("gen.target_note", "target note",
+             f.target_note(c["target_text"], self.b.T, c.get("gen.prompt_len"))),
+            ("gen.temperature_note", "temperature note", f.temperature_note(c["gen.temperature"])),
+            ("gen.top_k_note", "top-k note", f.top_k_note(c["gen.top_k"], len(vocab))),
+            ("gen.top_p_note", "top-p note", f.top_p_note(c["gen.top_p"]))]
+        row = flow.skip(len(notes) + 3)
+        for k, (name, caption, note) in enumerate(notes):
+            self.b.scalar(name, S, row + k, Cell(FORMULA, f.prepare(note)), caption)
+        row += len(notes)
+        note = f.view_note(c["target_text"], GENERATING, TEACHING)
+        self.b.scalar("gen.view", S, row, Cell(FORMULA, f.prepare(note)), "view")
+        self.b.label(S, row + 1, 3, CONTRAST)
 
     def tempered(self, flow: Flow, logits: Area) -> tuple[Area, Callable]:
         """logits / temperature, and which tokens top-k keeps; returns the softmax's input
@@ -119,7 +128,7 @@ class Generation:
         b.fill("logits.scaled", scaled, lambda i, j: f.temper(logits.ref(i, j, S), temp))
         self.scaled, self.keep = scaled, keep
         b.fill("probs.keep", keep, lambda i, j: f.in_top_k(
-            scaled.ref(i, j, S), scaled.rows_ref(i, S), k))
+            scaled.ref(i, j, S), scaled.rows_ref(i, S), k, len(tokens)))
         return scaled, lambda i, j, x, mx: f.kept_exp(keep.ref(i, j, S), x, mx)
 
     def nucleus(self, flow: Flow, probs: Area) -> Area:

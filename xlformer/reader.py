@@ -24,7 +24,6 @@ from openpyxl.utils.cell import range_boundaries
 from openpyxl.utils.exceptions import InvalidFileException
 from openpyxl.xml.constants import SHEET_MAIN_NS
 
-from . import reference
 from .builder import SPEC, TRANSPOSED
 from .layout import Area
 from .spec import Spec, parse_spec
@@ -183,15 +182,16 @@ def oriented(block: np.ndarray, transposed: bool) -> np.ndarray:
 
 
 def _sampling_as_typed(wb, names: dict[str, Area], spec: Spec) -> Spec:
-    """The spec with the sampling controls the workbook's cells hold: a user may have
-    changed the temperature, top-k, top-p or the uniform numbers. A top-p the sheet does
-    not apply (not a number above 0 and below 1) reads as 1: every token kept."""
-    top_p = cell_value(wb, names["gen.top_p"]) if "gen.top_p" in names else 1.0
+    """The spec with the sampling controls the workbook's cells hold, read as the sheet
+    reads them: a user may have changed the temperature, top-k, top-p or the uniform
+    numbers, or typed something the sheet does not use as typed."""
+    size = len(spec.out_vocab)
+    top_p = cell_value(wb, names["gen.top_p"]) if "gen.top_p" in names else None  # before top-p
     try:
         g = replace(spec.generate,
-                    temperature=float(cell_value(wb, names["gen.temperature"])),
-                    top_k=int(cell_value(wb, names["gen.top_k"])),
-                    top_p=float(top_p) if reference.top_p_on(top_p) else 1.0,
+                    temperature=temperature_as_read(cell_value(wb, names["gen.temperature"])),
+                    top_k=top_k_as_read(cell_value(wb, names["gen.top_k"]), size),
+                    top_p=top_p_as_read(top_p),
                     uniforms=tuple(map(float, read_block(wb, names["gen.uniform"]).ravel())),
                     target=_text(cell_value(wb, names["target_text"])))
     except (KeyError, TypeError, ValueError) as e:
@@ -215,6 +215,38 @@ def _areas(wb) -> dict[str, Area]:
         except ValueError:
             continue
     return areas
+
+
+# How the sheet reads a typed sampling control (formulas.temper, in_top_k, in_top_p and
+# their notes compute the same rule): the typed value when it is one the control takes,
+# otherwise the value that means "off", never a refusal.
+
+def typed_number(value) -> float | None:
+    """A typed cell's number as ISNUMBER sees it in Excel and Gnumeric: not text (not even
+    "0.5" typed as text), not an empty cell, not TRUE or FALSE."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def temperature_as_read(value) -> float:
+    """A number of 0 or more; anything else reads as 0, greedy."""
+    t = typed_number(value)
+    return t if t is not None and t >= 0 else 0.0
+
+
+def top_k_as_read(value, size: int) -> int:
+    """A whole number from 0 to the vocabulary's `size`; anything else reads as 0, every
+    token."""
+    k = typed_number(value)
+    return int(k) if k is not None and 0 <= k <= size and k == int(k) else 0
+
+
+def top_p_as_read(value) -> float:
+    """A number above 0 and below 1; anything else reads as 1, every token (the note
+    stays empty for 1 itself, which means every token)."""
+    p = typed_number(value)
+    return p if p is not None and 0 < p < 1 else 1.0
 
 
 def _area(target: str) -> Area:

@@ -179,10 +179,10 @@ def sample(spec: Spec, logits, out: Trace):  # [T, V] -> ids [T]
     return np.minimum(below.sum(axis=-1), V - 1).astype(int)
 
 
-def top_p_on(p) -> bool:
-    """Whether top-p applies: p is a number above 0 and below 1. 1 (or more) keeps every
-    token; anything else (0, negative, text typed into the cell) does too, with a note."""
-    return isinstance(p, (int, float)) and not isinstance(p, bool) and 0 < p < 1
+def top_p_on(p: float) -> bool:
+    """Whether top-p applies: p above 0 and below 1; any other p keeps every token. (A
+    typed top-p the sheet does not use reaches the reference as 1: reader.top_p_as_read.)"""
+    return 0 < p < 1
 
 
 def nucleus(probs, p: float):  # [T, V] -> sorted [T, V], sorted cum, ahead, kept [T, V]
@@ -276,9 +276,10 @@ def teacher_labels(spec: Spec, prompt_len: int, out: Trace):  # -> labels [T], s
 
 def teacher_loss(out: Trace, labels, scored) -> None:
     """Cross-entropy -log p(label) of the probabilities shown, as log-softmax:
-    ln(sum) + max - x[label], which stays finite where p underflows to 0."""
+    ln(sum) + (max - x[label]), which stays finite where p underflows to 0, and keeps
+    a small loss's digits however large the logits (see formulas.cross_entropy)."""
     x = out["logits.scaled"][np.arange(len(labels)), labels]
-    loss = np.log(out["probs.sum"][:, 0]) + out["probs.max"][:, 0] - x
+    loss = np.log(out["probs.sum"][:, 0]) + (out["probs.max"][:, 0] - x)
     out["teacher.scored"] = scored * 1.0
     out["teacher.loss"] = np.where(scored, loss, 0.0)
     out["teacher.mean_loss"] = np.array([[out["teacher.loss"].sum() / max(1, scored.sum())]])
