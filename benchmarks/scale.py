@@ -26,6 +26,7 @@ tables.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -70,6 +71,7 @@ causal = true
 source = "random"
 seed = {seed}
 std = 0.02
+dtype = "float32"
 """
 
 
@@ -97,7 +99,7 @@ def ladder() -> list[Rung]:
         Rung("gpt2-small", model_toml("gpt2-small", 768, 12, 12, 8, gpt2_vocab(),
                                       positions=1024),
              "GPT-2 small's shape: d_model 768, 12 layers, 12 heads, vocabulary 50,257, "
-             "1,024 positions, a sequence of 8 tokens, random weights"),
+             "1,024 positions, a sequence of 8 tokens, random float32 weights"),
     ]
     return rungs
 
@@ -159,6 +161,8 @@ def child_build(rung: Rung, path: Path) -> dict:
             family = re.sub(r"head\d+", "head*", re.sub(r"^h\.\d+\.", "h.*.", name))
             readers[family] = readers.get(family, 0) + bw.reads
     out.update(top=sorted(readers.items(), key=lambda kv: -kv[1])[:4])
+    first = next(iter(params.values())).ravel()  # numbers as the sheet holds them
+    out.update(numbers=first[:1000].tolist())
     out.update(cells=book.counts()[0], formulas=w.formulas, reads=w.reads,
                macs=work.macs(spec)["total"], notices=book.notices,
                params=sum(int(v.size) for v in params.values()))
@@ -207,10 +211,11 @@ def filler_formula(length: int, row: int) -> str:
     return head + ("0" if rest == 1 else "+10" + "+1" * ((rest - 3) // 2))
 
 
-def child_baseline(sheets: list[dict], path: Path) -> dict:
+def child_baseline(sheets: list[dict], numbers: list[float], path: Path) -> dict:
     """The same numbers of cells of each kind, straight through write-only openpyxl:
-    per sheet, the same rows, each about equally full, numbers then formulas then text.
-    xlformer first: openpyxl then serialises as the writer does, without lxml."""
+    per sheet, the same rows, each about equally full, numbers (the build's first
+    weights, over and over) then formulas then text. xlformer first: openpyxl then
+    serialises as the writer does, without lxml."""
     import xlformer  # noqa: F401, I001 (before openpyxl)
     from openpyxl import Workbook
 
@@ -224,11 +229,12 @@ def child_baseline(sheets: list[dict], path: Path) -> dict:
         stream = (kind for n, kind in kinds for _ in range(n))
         cells = s["number"] + s["formula"] + s["text"]
         rows = max(1, s["rows"])
+        weights = itertools.cycle(numbers)
         for r in range(rows):
             width = cells // rows + (r < cells % rows)
-            values = {"number": 0.123456789012345, "formula": filler_formula(flen, r),
-                      "text": text}
-            ws.append([values[next(stream)] for _ in range(width)])
+            values = {"formula": filler_formula(flen, r), "text": text}
+            ws.append([next(weights) if kind == "number" else values[kind]
+                       for kind in itertools.islice(stream, width)])
     wb.save(path)
     return {"build_s": time.perf_counter() - t0, "peak_mb": peak_mb(),
             "bytes": path.stat().st_size}
@@ -305,8 +311,8 @@ def main() -> None:
         print(json.dumps(child_build(rung, Path(args.out))))
         return
     if args.baseline:
-        sheets = json.loads(Path(args.baseline).read_text())
-        print(json.dumps(child_baseline(sheets, Path(args.out))))
+        made = json.loads(Path(args.baseline).read_text())
+        print(json.dumps(child_baseline(made["sheets"], made["numbers"], Path(args.out))))
         return
     rungs = ladder()[:names.index(args.max_rung) + 1]
     if args.only:
@@ -357,7 +363,7 @@ def run(rungs: list[Rung], args) -> None:
                 notes.append(f"{rung.name} ({rung.note or 'template'}): {got['error']}")
                 continue
             base_spec = tmp / "baseline.json"
-            base_spec.write_text(json.dumps(got["sheets"]))
+            base_spec.write_text(json.dumps({"sheets": got["sheets"], "numbers": got["numbers"]}))
             base = run_child(["--baseline", str(base_spec), "--out", str(tmp / "base.xlsx")],
                              args.mem_cap, args.build_cap)
             cells, secs = got["cells"], got["build_s"]

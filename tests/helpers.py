@@ -164,6 +164,20 @@ def error_cells(values) -> list[str]:
             for row in ws.iter_rows() for c in row if recalc.error_value(c.value)]
 
 
+def shortest_decimals(value: np.ndarray) -> np.ndarray:
+    """Each float32 or float16 as the double nearest to the shortest decimal NumPy prints
+    for it (which reads back as the same float32 or float16): the numbers a sheet holds
+    for weights of that precision."""
+    flat = [float(str(x)) + 0.0 for x in np.asarray(value).ravel()]
+    return np.array(flat, dtype=np.float64).reshape(np.shape(value))
+
+
+def significant_digits(text: str) -> int:
+    """The significant digits of a number as a cell's XML writes it ("0.00125" has 3)."""
+    mantissa = text.lower().partition("e")[0].replace(".", "").lstrip("+-0")
+    return len(mantissa.rstrip("0")) or 1
+
+
 def failures(checks) -> list[str]:
     """The failed block checks, each with its problems, for an assertion message."""
     return [f"{c.block}: {'; '.join(c.problems)}" for c in checks if not c.ok]

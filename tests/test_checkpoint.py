@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 import sys
+import zipfile
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import failures, lazy_recalc
+from helpers import failures, lazy_recalc, shortest_decimals, significant_digits
+from openpyxl import load_workbook
+from openpyxl.utils import get_column_letter
 from safetensors.numpy import save_file
 
 from xlformer import builder, checkpoint, recalc, reference, writer
@@ -29,12 +33,13 @@ from xlformer.weights import make_weights
 TOKENS = list(" abcdefghijk")
 V, D, N_CTX, D_FF, N_HEAD, N_LAYER = len(TOKENS), 8, 8, 12, 2, 2
 
-# (case, layout, file type, "transformer." prefix, biases, tied head)
+# (case, layout, file type, "transformer." prefix, biases, tied head, precision)
 CASES = [
-    ("conv1d-npz", "conv1d", ".npz", True, True, True),
-    ("linear-safetensors", "linear", ".safetensors", True, False, False),
-    ("conv1d-safetensors-hf", "conv1d", ".safetensors", False, True, True),
-    ("linear-npz-untied", "linear", ".npz", True, True, False),
+    ("conv1d-npz", "conv1d", ".npz", True, True, True, np.float64),
+    ("linear-safetensors", "linear", ".safetensors", True, False, False, np.float32),
+    ("conv1d-safetensors-hf", "conv1d", ".safetensors", False, True, True, np.float32),
+    ("linear-npz-untied", "linear", ".npz", True, True, False, np.float64),
+    ("conv1d-safetensors-f16", "conv1d", ".safetensors", True, True, True, np.float16),
 ]
 IDS = [c[0] for c in CASES]
 
@@ -98,18 +103,18 @@ def gpt2_forward(ck: dict, ids, layout: str):  # [T] -> logits [T, V]
     return ln(x, "ln_f") @ ck["lm_head.weight"].T
 
 
-def write(tensors: dict, path: Path) -> Path:
+def write(tensors: dict, path: Path, dtype=np.float32) -> Path:
     if path.suffix == ".npz":
         np.savez(path, **tensors)
-    else:  # as checkpoints come: float32
-        save_file({k: v.astype(np.float32) for k, v in tensors.items()}, str(path))
+    else:  # as checkpoints come: float32 (or float16)
+        save_file({k: v.astype(dtype) for k, v in tensors.items()}, str(path))
     return path
 
 
 def import_case(case, folder: Path, max_seq: int = 6, layout_option: bool = False):
-    _, layout, suffix, prefix, bias, tied = next(c for c in CASES if c[0] == case)
+    _, layout, suffix, prefix, bias, tied, dtype = next(c for c in CASES if c[0] == case)
     ck = gpt2_checkpoint(layout, prefix, bias, tied)
-    path = write(ck, folder / f"{case}{suffix}")
+    path = write(ck, folder / f"{case}{suffix}", dtype)
     vocab = folder / "vocab.json"
     vocab.write_text(json.dumps(TOKENS))
     args = ["import", str(path), "--heads", str(N_HEAD), "--vocab", str(vocab),
@@ -118,8 +123,8 @@ def import_case(case, folder: Path, max_seq: int = 6, layout_option: bool = Fals
         args += ["--layout", layout]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    if suffix == ".safetensors":
-        ck = {k: v.astype(np.float32).astype(np.float64) for k, v in ck.items()}
+    if dtype != np.float64:  # the sheet holds each float32 as its shortest decimal
+        ck = {k: shortest_decimals(v.astype(dtype)) for k, v in ck.items()}
     return ck, layout, load_spec(folder / f"{case}.toml")
 
 
@@ -145,11 +150,55 @@ def test_imported_spec_is_gpt2s_architecture(tmp_path):
     assert make_weights(spec)["wpe"].shape == (N_CTX, D)
 
 
+# --- precision: a float32 (float16) checkpoint's weights are its shortest decimals ----
+
+PRECISE = {"linear-safetensors": (np.float32, 9), "conv1d-safetensors-f16": (np.float16, 5)}
+
+
+def cell_texts(path: Path, area) -> np.ndarray:
+    """The texts of an area's cells as the file's XML holds them."""
+    sheets = load_workbook(path, read_only=True).sheetnames
+    with zipfile.ZipFile(path) as z:
+        xml = z.read(f"xl/worksheets/sheet{sheets.index(area.sheet) + 1}.xml")
+    ns = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
+    texts = {c.get("r"): c.findtext("m:v", namespaces=ns)
+             for c in ElementTree.fromstring(xml).iterfind(".//m:c", ns)}
+    return np.array([[texts[f"{get_column_letter(area.col + j)}{area.row + i}"]
+                      for j in range(area.ncols)] for i in range(area.nrows)])
+
+
+def imported_arrays(spec_path: Path) -> dict[str, np.ndarray]:
+    with np.load(spec_path.with_suffix(".npz"), allow_pickle=False) as z:
+        return {name: z[name] for name in z.files}
+
+
+@pytest.mark.parametrize("case", PRECISE)
+def test_a_float32_checkpoint_is_written_as_its_shortest_decimals(case, tmp_path):
+    """The import keeps float32 (float16) tensors so; each weight cell of the workbook
+    holds the shortest decimal that reads back as the checkpoint's number (at most 9,
+    or 5, significant digits), and the reference runs on exactly those numbers."""
+    dtype, most = PRECISE[case]
+    spec = import_case(case, tmp_path)[2]
+    source = imported_arrays(tmp_path / f"{case}.toml")
+    assert {a.dtype for a in source.values()} == {np.dtype(dtype)}
+    params = make_weights(spec)
+    path = tmp_path / f"{case}.xlsx"
+    writer.save(builder.build(spec, params, spec.text), path)
+    names = read_built(path).names
+    for name, value in source.items():
+        texts = cell_texts(path, names[name])
+        assert max(map(significant_digits, texts.ravel())) <= most, name
+        written = texts.astype(np.float64).reshape(value.shape)
+        assert np.array_equal(written, shortest_decimals(value)), name
+        assert np.array_equal(written.astype(dtype), value), name  # reads back
+        assert np.array_equal(params[name], written), name  # what the reference uses
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("imported")
     paths = {}
-    for case in ("conv1d-npz", "linear-safetensors"):
+    for case in ("conv1d-npz", "linear-safetensors", "conv1d-safetensors-f16"):
         spec = import_case(case, folder)[2]
         paths[case] = folder / f"{case}.xlsx"
         writer.save(builder.build(spec, make_weights(spec), spec.text), paths[case])
@@ -162,12 +211,16 @@ def recomputed(built, tmp_path_factory):
 
 
 @pytest.mark.parametrize("engine", recalc.ENGINES)
-@pytest.mark.parametrize("case", ["conv1d-npz", "linear-safetensors"])
+@pytest.mark.parametrize("case", ["conv1d-npz", "linear-safetensors", "conv1d-safetensors-f16"])
 def test_imported_workbook_matches_the_reference_in_engines(case, engine, built, recomputed):
     checks = compare(read_built(built[case]), open_values(recomputed(engine)[case]), engine)
     failed = failures(checks)
     assert not failed, "\n".join(failed)
     assert {"logits", "h.1.attn.head1.weights", "output_text"} <= {c.block for c in checks}
+    if case in PRECISE:  # the engine saved the checkpoint's numbers at their precision
+        held = read_built(recomputed(engine)[case]).params
+        for name, value in imported_arrays(built[case].with_suffix(".toml")).items():
+            assert np.array_equal(held[name], shortest_decimals(value)), name
 
 
 # --- mistakes -----------------------------------------------------------------------
@@ -235,6 +288,34 @@ def test_a_file_that_is_no_checkpoint_is_one_error_line(tmp_path, name):
     assert result.exit_code == 2
     assert result.output == (f"Error: checkpoint {path} is not a valid checkpoint (.npz): "
                              f"{reason}\n")
+    assert not (tmp_path / "out.toml").exists() and not (tmp_path / "out.npz").exists()
+
+
+def raw_safetensors(path: Path, dtype: str, data: bytes) -> Path:
+    """A .safetensors file of one 2 x 2 tensor `wte` of `dtype`, written by hand: NumPy
+    cannot make bfloat16 ones."""
+    header = json.dumps({"transformer.wte.weight": {
+        "dtype": dtype, "shape": [2, 2], "data_offsets": [0, len(data)]}}).encode()
+    header += b" " * (-len(header) % 8)
+    path.write_bytes(len(header).to_bytes(8, "little") + header + data)
+    return path
+
+
+@pytest.mark.parametrize("dtype, data, messages", [
+    ("BF16", b"\x80\x3f" * 4, ["holds tensors NumPy cannot read (", "bfloat16",
+                                "); save them as float32 or float16"]),
+    ("C64", bytes(32), ["tensor 'transformer.wte.weight' of {path} holds complex64 values, "
+                        "not real numbers"]),
+], ids=["bfloat16", "complex64"])
+def test_a_checkpoint_of_numbers_numpy_cannot_take_is_one_error_line(tmp_path, dtype, data,
+                                                                      messages):
+    path = raw_safetensors(tmp_path / "ck.safetensors", dtype, data)
+    result = CliRunner().invoke(main, ["import", str(path), "--heads", "1",
+                                       "-o", str(tmp_path / "out.toml")])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+    for message in messages:
+        assert message.format(path=path) in result.output
     assert not (tmp_path / "out.toml").exists() and not (tmp_path / "out.npz").exists()
 
 

@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import failures, lazy_recalc, require_engine, require_tokenizers
+from helpers import (
+    failures,
+    lazy_recalc,
+    require_engine,
+    require_tokenizers,
+    shortest_decimals,
+)
 from safetensors.numpy import load_file, save_file
 from test_checkpoint import D_FF, N_CTX, N_HEAD, N_LAYER, D, gpt2_checkpoint, gpt2_forward
 
@@ -81,7 +87,7 @@ def hf_folder(folder: Path, trained, prefix: bool = True, config: dict | None = 
         else:
             settings[key] = value
     (folder / "config.json").write_text(json.dumps(settings), encoding="utf-8")
-    tensors = {k: v.astype(np.float64) for k, v in ck.items()}
+    tensors = {k: shortest_decimals(v) for k, v in ck.items()}  # as the sheet holds them
     return folder, tensors | {"lm_head.weight": tensors[wte]}
 
 

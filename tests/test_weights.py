@@ -2,11 +2,12 @@
 
 import io
 import pickle
+import re
 import zipfile
 
 import numpy as np
 import pytest
-from helpers import ANSWERS, ATBASH
+from helpers import ANSWERS, ATBASH, shortest_decimals
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -304,3 +305,65 @@ def test_rounding_to_sheet_precision_is_pythons_bit_for_bit():
 def test_rounding_to_sheet_precision_matches_on_any_floats(values):
     value = np.array(values)
     assert_same_bits(to_sheet_precision(value), rounded_one_by_one(value))
+
+
+# --- weights at the precision of their source -------------------------------------------
+
+def float32_cases() -> list[np.ndarray]:
+    rng = np.random.default_rng(11)
+    n = 50_000
+    bits = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    powers = np.float32(2.0) ** np.arange(-149, 128, dtype=np.float32)
+    return [
+        rng.normal(0, 0.02, n).astype(np.float32),  # weights as they come
+        bits[np.isfinite(bits)],  # every magnitude, subnormals too
+        ((rng.integers(127 - 47, 127 + 23, n) << 23) | rng.integers(0, 2**23, n)).astype(
+            np.uint32).view(np.float32),  # 1e-14 .. 8e6, where NumPy does the work
+        np.concatenate([powers, np.nextafter(powers, np.float32(0)), -powers]),
+        np.float32([0.1, -0.0, 0.0, 1.0, 84000.125, 4194303.75, 4194304.5, 9.999999e-15,
+                    1e-14, 16777216.0, 3.4028235e38, 1e-45]),
+    ]
+
+
+def test_float32_and_float16_weights_are_their_shortest_decimals():
+    """np.float32(0.1) is in the sheet as 0.1, the double nearest to "0.1", and every
+    other float32 (and every float16) as its shortest decimal, as NumPy prints it."""
+    every_float16 = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    for value in [*float32_cases(), every_float16[np.isfinite(every_float16)]]:
+        got = to_sheet_precision(value.reshape(-1, 2) if value.size % 2 == 0 else value)
+        assert got.dtype == np.float64
+        assert_same_bits(got.ravel(), shortest_decimals(value))
+        assert np.array_equal(got.ravel().astype(value.dtype), value)  # reads back
+    assert to_sheet_precision(np.float32([0.1]))[0] == 0.1 != float(np.float32(0.1))
+
+
+def test_an_npz_of_float32_or_float16_keeps_its_precision(gpt, tmp_path):
+    rng = np.random.default_rng(3)
+    source = {name: rng.normal(0, 0.5, shape).astype(np.float32 if i % 2 else ">f2")
+              for i, (name, shape) in enumerate(expected_shapes(gpt).items())}
+    np.savez(tmp_path / "w.npz", **source)
+    loaded = load_npz(gpt, tmp_path / "w.npz")
+    assert {v.dtype for v in loaded.values()} == {np.dtype(np.float32), np.dtype(np.float16)}
+    params = make_weights(gpt, tmp_path / "w.npz")
+    for name, value in source.items():
+        assert_same_bits(params[name], shortest_decimals(value))
+
+
+def test_random_weights_in_float32_are_the_float64_ones_rounded(gpt):
+    spec = parse_spec(gpt.source.replace("[weights]", '[weights]\ndtype = "float32"'))
+    assert spec.weights.dtype == "float32"
+    wide, narrow = make_weights(gpt), make_weights(spec)
+    for name in wide:
+        assert_same_bits(narrow[name], shortest_decimals(wide[name].astype(np.float32)))
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('source = "random"\ndtype = "bfloat16"',
+     "weights.dtype must be one of float64, float32, float16, not 'bfloat16'"),
+    ('source = "npz"\nfile = "w.npz"\ndtype = "float32"',
+     "weights.dtype is for source = 'random'"),
+])
+def test_a_wrong_weights_dtype_is_named(gpt, table, message):
+    source = gpt.source.split("[weights]")[0] + "[weights]\n" + table + "\n"
+    with pytest.raises(SpecError, match=re.escape(message)):
+        parse_spec(source)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import bpe
-from .weights import Params, read_npz
+from .weights import NUMBERS, Params, read_npz, source_array
 
 LAYOUTS = ("conv1d", "linear")
 SKIPPED = re.compile(r"h\.\d+\.attn\.(masked_)?bias$")  # causal-mask buffers, not weights
@@ -181,7 +181,8 @@ def check_config(folder: Folder, model: Imported) -> None:
 
 
 def read_tensors(path: Path) -> dict[str, np.ndarray]:
-    """Every tensor in an .npz or .safetensors file, as float64, by name."""
+    """Every tensor in an .npz or .safetensors file, by name: float32 and float16 as
+    they are (the imported .npz keeps them so), any other numbers as float64."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -196,11 +197,18 @@ def read_tensors(path: Path) -> dict[str, np.ndarray]:
             tensors = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path} is not a readable .safetensors file: {e}") from None
+        except TypeError as e:  # a dtype NumPy lacks: bfloat16, float8
+            raise CheckpointError(f"{path} holds tensors NumPy cannot read ({e}); save "
+                                  "them as float32 or float16") from None
     elif path.suffix == ".npz":
         tensors = read_npz(path, "checkpoint", "checkpoint", CheckpointError)
     else:
         raise CheckpointError(f"checkpoint {path} must end in .npz or .safetensors")
-    return {k: np.asarray(v, dtype=np.float64) for k, v in tensors.items()}
+    for name, value in tensors.items():
+        if value.dtype.kind not in NUMBERS:  # complex: an .npz's are refused as it is read
+            raise CheckpointError(f"tensor '{name}' of {path} holds {value.dtype} values, "
+                                  "not real numbers")
+    return {k: source_array(v) for k, v in tensors.items()}
 
 
 def convert(tensors: dict[str, np.ndarray], layout: str | None = None) -> Imported:
@@ -297,7 +305,8 @@ def _norm(t, name: str, d: int, used: set[str]) -> Params:
     """LayerNorm gain and bias; a model without biases (nanoGPT bias=False) gets zeros."""
     used |= {f"{name}.weight", f"{name}.bias"}
     gain = _expect(t, f"{name}.weight", (d,))
-    bias = _expect(t, f"{name}.bias", (d,)) if f"{name}.bias" in t else np.zeros(d)
+    bias = (_expect(t, f"{name}.bias", (d,)) if f"{name}.bias" in t
+            else np.zeros(d, dtype=gain.dtype))
     return {f"{name}.weight": gain, f"{name}.bias": bias}
 
 

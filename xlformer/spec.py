@@ -42,6 +42,8 @@ ACTIVATIONS = ("relu", "gelu")
 NORMS = ("pre", "post", "none")
 POSITIONS = ("none", "learned", "sinusoidal", "binary")
 WEIGHT_SOURCES = ("task", "random", "npz")
+# Random weights' precision; float32 and float16 are written as their shortest decimals.
+WEIGHT_DTYPES = ("float64", "float32", "float16")
 TRAIN_TASKS = ("copy", "reverse", "sort", "lm")  # see train.py
 
 
@@ -119,6 +121,7 @@ class Weights:
     seed: int = 0  # source = random
     std: float = 0.02  # source = random: normal(0, std) entries
     file: Path | None = None  # source = npz, resolved against the spec's folder
+    dtype: str = "float64"  # source = random: the precision drawn (see WEIGHT_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,7 @@ _HEAD_KEYS = {"tied": bool, "bias": bool}
 _TRAIN_KEYS = {"task": str, "steps": int, "seed": int, "batch": int, "lr": float, "text": str}
 _WEIGHT_KEYS = {
     "source": str, "task": str, "sharpness": float, "seed": int, "std": float, "file": str,
+    "dtype": str,
 }
 
 
@@ -473,6 +477,13 @@ def _weights(table: dict, base: Path) -> Weights:
         if not table.get("file"):
             raise SpecError("weights.source = 'npz' needs weights.file")
         table["file"] = base / table["file"]
+    if "dtype" in table:
+        if table["dtype"] not in WEIGHT_DTYPES:
+            raise SpecError(f"weights.dtype must be one of {', '.join(WEIGHT_DTYPES)}, "
+                            f"not {table['dtype']!r}")
+        if source != "random":
+            raise SpecError("weights.dtype is for source = 'random' (an .npz's arrays "
+                            "keep their own; task weights are float64)")
     for key in ("sharpness", "std"):
         if key in table:
             table[key] = float(table[key])

@@ -89,24 +89,43 @@ def _linear(name: str, n_in: int, n_out: int, bias: bool) -> dict[str, tuple[int
 
 def make_weights(spec: Spec, file: Path | None = None) -> Params:
     """The spec's weights as the workbook holds them; `file` (an .npz) overrides the spec."""
-    raw = _source(spec, file)  # fresh arrays, rounded in place: no second copy
+    raw = _source(spec, file)  # fresh arrays; float64 ones rounded in place, no copy
     return {name: to_sheet_precision(raw.pop(name), in_place=True) for name in list(raw)}
 
 
 def to_sheet_precision(value: np.ndarray, in_place: bool = False) -> np.ndarray:
-    """Round to 15 significant digits: what spreadsheets show and LibreOffice saves
-    (openpyxl itself writes 16). The reference then runs on exactly the numbers that
-    every engine reads from the file.
+    """The numbers the sheet holds for `value`, as float64: what every engine reads from
+    the file, so the reference runs on exactly them.
 
-    The same numbers as `float(f"{x:.15g}")`, without -0.0, computed with NumPy in
-    chunks (124M weights take seconds, not minutes); see `_round15`. `in_place`: the
-    caller gives up `value`, which is overwritten when it is a float64 array."""
+    float32 and float16 arrays (a checkpoint's precision) give each value's shortest
+    decimal that reads back as the same float32 or float16 (at most 9 or 5 significant
+    digits; NumPy's `str` of the scalar), as the double nearest to that decimal: the
+    sheet holds float64("0.1"), not the float32 0.1 widened. Anything else is rounded
+    to 15 significant digits: what spreadsheets show and LibreOffice saves (openpyxl
+    itself writes 16), the same numbers as `float(f"{x:.15g}")` without -0.0.
+
+    Both are computed with NumPy in chunks, about 0.1 to 0.2 microseconds a weight
+    (per-element formatting takes 1.5); see `_round15` and `_shortest`. `in_place`:
+    the caller gives up `value`, which is overwritten when it is a float64 array."""
+    source = np.asarray(value)
+    if source.dtype in SHORTEST_DIGITS:
+        flat = source.ravel()
+        out = np.empty(flat.size, dtype=np.float64)
+        for start in range(0, flat.size, CHUNK):
+            out[start:start + CHUNK] = _shortest(flat[start:start + CHUNK])
+        return out.reshape(source.shape)
     flat = np.asarray(value, dtype=np.float64).ravel()
     own = in_place and flat.flags.writeable and np.shares_memory(flat, value)
     out = flat if own else np.empty_like(flat)
     for start in range(0, flat.size, CHUNK):
         out[start:start + CHUNK] = _round15(flat[start:start + CHUNK])
     return out.reshape(np.shape(value))
+
+
+# The precisions whose values are written as their shortest decimals, and the most
+# significant digits such a decimal needs: 1 + ceil(bits * log10(2)), bits counting the
+# implicit one (24 for float32, 11 for float16).
+SHORTEST_DIGITS = {np.dtype(np.float32): 9, np.dtype(np.float16): 5}
 
 
 CHUNK = 1 << 20  # elements rounded at once: a few temporaries of 8 MB
@@ -168,6 +187,120 @@ def _split(a: np.ndarray) -> np.ndarray:
     return c - (c - a)
 
 
+def _shortest(x: np.ndarray) -> np.ndarray:
+    """Each float32 or float16 of `x` as the double nearest to its shortest decimal that
+    reads back as itself, element by element: the decimal NumPy prints for the scalar.
+
+    For |x| from 1e-14 (float32; any nonzero float16) to 2^(bits - 2), the decimal with
+    n digits nearest to x is D_n = round(x * 10^k) / 10^k, k = n - 1 - exponent, computed
+    exactly as in `_round15` and divided once, as a parser does. D_n reads back as x
+    when it lies strictly within half a unit of x's last place: then D_n as a double
+    does too (rounding is monotonic, and the midpoints are doubles), and casts back to
+    x. If D_n does, so does D_{n+1} (it is at least as near): the shortest is found
+    from n = most - 2 (where most values end), upwards while D_n fails, downwards while
+    it reads back; `most` digits always do. Formatted one by one, as NumPy prints the
+    scalar: anything outside the range (zeros aside: tiny, huge, non-finite); a D_n
+    whose double lands exactly on a midpoint (below 2^(bits - 2) no midpoint has so few
+    digits, so D_n came within half a double's unit of one); a power of two where D_n
+    fails (its lower neighbour is nearer, so a decimal on the other side may read
+    back); x exactly halfway between two decimals of n digits that read back."""
+    dtype = x.dtype
+    most = SHORTEST_DIGITS[dtype]
+    info = np.finfo(dtype)
+    lowest = -14 if dtype == np.float32 else -8  # float16's least is 6e-8
+    mag = np.abs(x)
+    mag64 = mag.astype(np.float64)
+    usable = (mag64 >= 10.0 ** lowest) & (mag64 < 2.0 ** (info.nmant - 1))
+    safe = np.where(usable, mag64, 1.0)  # 1.0: no warnings from the rest
+    exp = np.clip(np.floor(np.log10(safe)), lowest, info.nmant).astype(np.int64)
+    exp += _exponent_fix(safe, exp, most, info.nmant + 1)
+    # The exponent field is the same as the next smaller number's: the gap below x is
+    # half the gap above (the least normal number is wrongly included: harmless).
+    power_of_two = (mag.view(_BITS[dtype]) & (2 ** info.nmant - 1)) == 0
+    slow = ~usable & (mag64 != 0)
+    out = np.zeros(x.size, dtype=np.float64)
+
+    def attempt(todo: np.ndarray | slice, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Those of `todo` whose D_n reads back, and the others (the unsure ones set
+        aside for the slow way); D_n goes to `out` for the first."""
+        value, halfway = _nearest_decimal(safe[todo], n - 1 - exp[todo], info.nmant + 1)
+        reads, tie = _reads_back(value, mag[todo])
+        unsure = tie | (halfway & reads) | (~reads & power_of_two[todo])
+        keep, rest = reads & ~unsure, ~reads & ~unsure
+        if isinstance(todo, slice):  # everything: masks, not indices
+            slow[unsure & usable] = True
+            np.copyto(out, value, where=keep & usable)
+            return np.flatnonzero(keep & usable), np.flatnonzero(rest & usable)
+        slow[todo[unsure]] = True
+        out[todo[keep]] = value[keep]
+        return todo[keep], todo[rest]
+
+    down, up = attempt(slice(None), most - 2)  # k >= 0: |x| < 10^(most - 2) for both
+    up = attempt(up, most - 1)[1]
+    # The most digits always read back: x is within half a unit of the last of them,
+    # far less than half a unit of x's last place.
+    out[up] = _nearest_decimal(safe[up], most - 1 - exp[up], info.nmant + 1)[0]
+    for n in range(most - 3, 0, -1):
+        down = down[exp[down] <= n - 1]  # else a whole number, as with one more digit
+        down = attempt(down, n)[0]
+    out[~usable] = 0.0
+    for i in np.flatnonzero(slow):
+        out[i] = abs(float(np.format_float_scientific(x[i], unique=True)))
+    return np.copysign(out, x.astype(np.float64)) + 0.0  # + 0.0: no -0 in the sheet
+
+
+_BITS = {np.dtype(np.float32): np.uint32, np.dtype(np.float16): np.uint16}
+
+
+def _exponent_fix(mag: np.ndarray, exp: np.ndarray, digits: int, bits: int) -> np.ndarray:
+    """+1 or -1 where exp misses floor(log10(mag)) by one (log10 at a power of ten, or
+    clipped), else 0: whether mag * 10^(digits - 1 - exp) has `digits` digits before
+    the point, computed exactly (mag has `bits` significant bits)."""
+    hi, lo = _exact_product(mag, digits - 1 - exp, bits)
+    low, high = 10.0 ** (digits - 1), 10.0 ** digits
+    return (((hi > high) | ((hi == high) & (lo >= 0))).astype(np.int64)
+            - ((hi < low) | ((hi == low) & (lo < 0))))
+
+
+def _nearest_decimal(mag: np.ndarray, k: np.ndarray,
+                     bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """round(mag * 10^k) / 10^k rounded half to even, as the double nearest to it (for
+    k from 0 to 22 and at most 15 digits before the point), and where mag * 10^k lies
+    exactly halfway between two whole numbers; mag has `bits` significant bits."""
+    hi, lo = _exact_product(mag, k, bits)
+    r = np.rint(hi)  # half to even
+    d = hi - r  # exact, |d| <= 0.5; |lo| is below half an ulp of hi, so it only breaks ties
+    r += ((d == 0.5) & (lo > 0)).astype(np.float64) - ((d == -0.5) & (lo < 0))
+    return r / _POW10[k], (np.abs(d) == 0.5) & (lo == 0)
+
+
+def _exact_product(mag: np.ndarray, k: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """mag * 10^k = hi + lo exactly. 10^k = 2^k * 5^k, so where 5^k has at most
+    53 - bits bits the product of the significands fits a double and lo is 0;
+    elsewhere Dekker's product gives lo."""
+    scale = _POW10[k]
+    hi = mag * scale
+    lo = np.zeros_like(hi)
+    wide = np.flatnonzero(k > _EXACT_POWER[bits])
+    if wide.size:
+        hi[wide], lo[wide] = _two_product(mag[wide], scale[wide])
+    return hi, lo
+
+
+# The largest k whose 5^k has at most 53 - bits bits, by the bits of the numbers.
+_EXACT_POWER = {bits: max(k for k in range(23) if 5 ** k < 2 ** (53 - bits)) for bits in (11, 24)}
+
+
+def _reads_back(value: np.ndarray, mag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether the doubles `value` round to `mag` (float32 or float16), and whether they
+    lie exactly halfway between two neighbours: 2 * value - nearest is the other one."""
+    nearest = value.astype(mag.dtype)
+    wide = nearest.astype(np.float64)
+    other = 2 * value - wide  # exact: value and wide are within a factor of 2
+    tie = (value != wide) & (other.astype(mag.dtype).astype(np.float64) == other)
+    return nearest == mag, tie
+
+
 def _source(spec: Spec, file: Path | None) -> Params:
     if file is not None:
         return load_npz(spec, Path(file))
@@ -175,20 +308,21 @@ def _source(spec: Spec, file: Path | None) -> Params:
     if w.source == "npz":
         return load_npz(spec, w.file)
     if w.source == "random":
-        return random_weights(spec, w.seed, w.std)
+        return random_weights(spec, w.seed, w.std, w.dtype)
     if w.task not in TASKS:
         raise SpecError(f"weights.task must be one of {', '.join(TASKS)}, not {w.task!r}")
     return TASKS[w.task](spec)
 
 
-def random_weights(spec: Spec, seed: int, std: float) -> Params:
-    """normal(0, std) everywhere, LayerNorm gains around 1."""
+def random_weights(spec: Spec, seed: int, std: float, dtype: str = "float64") -> Params:
+    """normal(0, std) everywhere, LayerNorm gains around 1; drawn in float64, then
+    rounded to `dtype` (the same seed gives the same numbers, at that precision)."""
     rng = np.random.default_rng(seed)
     params = {}
     for name, shape in expected_shapes(spec).items():
         noise = rng.normal(0.0, std, size=shape)
         is_gain = ".ln_" in f".{name}" and name.endswith(".weight")
-        params[name] = 1.0 + noise if is_gain else noise
+        params[name] = (1.0 + noise if is_gain else noise).astype(dtype, copy=False)
     return params
 
 
@@ -201,12 +335,12 @@ def load_npz(spec: Spec, path: Path) -> Params:
 
 NPY_MAGIC = b"\x93NUMPY"  # np.save's single array
 ZIP_MAGIC = b"PK"  # np.savez's archive
-NUMBERS = "biuf"  # dtype kinds read as float64: bool, integers, floats
+NUMBERS = "biuf"  # dtype kinds read as numbers: bool, integers, floats
 
 
 def read_npz(path: Path, what: str, kind: str, error: type[ValueError]) -> Params:
-    """Every array of an .npz (a zip of .npy arrays, as np.savez writes), as float64,
-    by name. Nothing is ever unpickled: anything else, a damaged archive or an array
+    """Every array of an .npz (a zip of .npy arrays, as np.savez writes), by name, as
+    `source_array` keeps it. Nothing is ever unpickled: anything else, a damaged archive or an array
     of Python objects is `error`, saying what is wrong without pointing at unsafe
     loading. `what` names the file ("weights file"), `kind` what it should be."""
     path = Path(path)
@@ -250,7 +384,8 @@ def _read_zip(fh, invalid) -> Params:
 
 
 def _number_array(fh, name: str, invalid) -> np.ndarray:
-    """One .npy member of an archive, as float64; an array of objects is never unpickled."""
+    """One .npy member of an archive, as `source_array` keeps it; an array of objects is
+    never unpickled."""
     try:
         value = np.lib.format.read_array(fh, allow_pickle=False)
     except Exception as e:  # the refusal to unpickle; anything from parsing broken bytes
@@ -259,6 +394,16 @@ def _number_array(fh, name: str, invalid) -> np.ndarray:
         raise invalid(f"array '{name}' is damaged") from None
     if value.dtype.kind not in NUMBERS:
         raise invalid(f"array '{name}' holds {value.dtype} values, not numbers")
+    return source_array(value)
+
+
+def source_array(value: np.ndarray) -> np.ndarray:
+    """A weight array as read from a file: float32 and float16 as they are, in the
+    machine's byte order (their precision decides the decimals the sheet holds, see
+    `to_sheet_precision`), any other numbers as float64."""
+    native = value.dtype.newbyteorder("=")
+    if native in SHORTEST_DIGITS:
+        return np.asarray(value, dtype=native)
     return np.asarray(value, dtype=np.float64)
 
 

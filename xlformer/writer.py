@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import shutil
 import tempfile
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import openpyxl
 from openpyxl import Workbook
+from openpyxl.cell import _writer as cell_writer
 from openpyxl.cell.cell import Cell as XlCell
 from openpyxl.chart import BarChart, Reference
 from openpyxl.comments import Comment
@@ -43,6 +45,7 @@ from openpyxl.writer.excel import ExcelWriter
 
 from .a1 import col_letters, span
 from .book import FORMULA, NUMBER, Book, Cell, Chart, Sheet
+from .weights import SHORTEST_DIGITS
 
 EPOCH = datetime(2000, 1, 1)
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -116,18 +119,36 @@ def write(book: Book, fh, progress: Progress | None = None) -> None:
     if sheets:
         sheets[0][1].sheet_view.tabSelected = True  # opens on the first sheet, the guide
     try:
-        for sheet, ws in sheets:
-            _write_sheet(ws, sheet, looks, progress or (lambda _sheet, _cells: None))
-        for name, area in book.names.items():
-            wb.defined_names[name] = DefinedName(name,
-                                                 attr_text=area.full_ref("", absolute=True))
-        wb.properties.creator = "xlformer"
-        wb.properties.created = wb.properties.modified = EPOCH
-        archive = _FixedTimeZip(fh, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
-        ExcelWriter(wb, archive).save()  # closes the archive
+        with _texts_as_given():
+            _write(book, wb, sheets, looks, progress, fh)
     except BaseException:
         _abandon([ws for _, ws in sheets])
         raise
+
+
+def _write(book: Book, wb, sheets, looks, progress, fh) -> None:
+    for sheet, ws in sheets:
+        _write_sheet(ws, sheet, looks, progress or (lambda _sheet, _cells: None))
+    for name, area in book.names.items():
+        wb.defined_names[name] = DefinedName(name,
+                                             attr_text=area.full_ref("", absolute=True))
+    wb.properties.creator = "xlformer"
+    wb.properties.created = wb.properties.modified = EPOCH
+    archive = _FixedTimeZip(fh, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+    ExcelWriter(wb, archive).save()  # closes the archive
+
+
+@contextlib.contextmanager
+def _texts_as_given():
+    """While writing: a number cell's value, which `number_text` has made its text,
+    goes into the file as it is. openpyxl's `safe_string` would do the same, but only
+    after checking it against 30 numeric types, which costs more than the formatting."""
+    given = cell_writer.safe_string
+    cell_writer.safe_string = lambda value: value if type(value) is str else given(value)
+    try:
+        yield
+    finally:
+        cell_writer.safe_string = given
 
 
 def _abandon(worksheets) -> None:
@@ -324,16 +345,46 @@ class _Row:
                 continue
             cell = rows.reusable(fill.kind, fill.style, fmt)
             cell.row = r
+            number = fill.kind == NUMBER
             for j, value in enumerate(values, col):
-                cell.column, cell._value = j, value
+                cell.column, cell._value = j, number_text(value) if number else value
                 yield cell
 
 
 def _set_value(cell: XlCell, kind: str, value) -> None:
     # Text is data: an explicit string type (never parsed as a formula), and a quote
     # prefix so that an engine re-typing the cell does not evaluate a leading '='.
-    cell._value = value if kind in _DATA_TYPE or value is None else str(value)
+    if kind == NUMBER:
+        cell._value = number_text(value)
+    else:
+        cell._value = value if kind in _DATA_TYPE or value is None else str(value)
     cell.data_type = _DATA_TYPE.get(kind, "s")
+
+
+_SHORT = max(SHORTEST_DIGITS.values())  # 9: a float32's most digits
+
+
+def number_text(value):
+    """A number as the file holds it: as openpyxl writes numbers ("%.16g"), except a
+    number whose shortest decimal has at most 9 significant digits (a weight from a
+    float32 or float16 source: see weights.to_sheet_precision) where "%.16g" would
+    show 16 ("0.9939422999999999" for 0.9939423, one such weight in 25): then that
+    decimal, which reads back as the same double."""
+    if value is None or not math.isfinite(value):
+        return value  # for openpyxl, which writes no value for NaN and infinities
+    text = "%.16g" % value  # noqa: UP031 (openpyxl's own expression, so the same bytes)
+    # A 16-digit form of a number of at most 9 digits ends in a run of 0s or 9s.
+    if ("000000" in text or "999999" in text) and _significant(text) == 16:
+        short = repr(float(value))
+        if _significant(short) <= _SHORT:
+            return short
+    return text
+
+
+def _significant(text: str) -> int:
+    """The significant digits of a number written as Python writes it."""
+    mantissa = text.partition("e")[0].replace(".", "").lstrip("-0")
+    return len(mantissa.rstrip("0")) or 1
 
 
 def _formats_by_row(sheet: Sheet) -> dict[int, list[tuple[int, int, str]]]:
