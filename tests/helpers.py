@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import openpyxl
 import pytest
 
 from xlformer import builder, catalog, recalc, writer
+from xlformer.reader import read_built
 from xlformer.recalc import available
 from xlformer.spec import load_spec
 from xlformer.weights import make_weights
@@ -105,6 +107,15 @@ def selected(request, argname: str) -> set:
     return {item.callspec.params[argname] for item in request.session.items
             if item.module.__name__ == module and hasattr(item, "callspec")
             and argname in item.callspec.params}
+
+
+def type_into(path: Path, name: str, value) -> None:
+    """What a user does: type into a named cell (input_text, chart.position, ...) and
+    save, without xlformer."""
+    wb = openpyxl.load_workbook(path)
+    area = read_built(path).names[name]
+    wb[area.sheet].cell(area.row, area.col).value = value
+    wb.save(path)
 
 
 def lazy_recalc(paths: Mapping, folder_factory):

@@ -12,7 +12,7 @@ import numpy as np
 import openpyxl
 import pytest
 from click.testing import CliRunner
-from helpers import build_template, error_cells, lazy_recalc, pdf_words, require_renderer
+from helpers import build_template, error_cells, lazy_recalc, pdf_words, require_renderer, type_into
 
 from xlformer import builder, catalog, recalc, reference, render, writer
 from xlformer.book import LABEL, TEXT, Cell, Sheet
@@ -173,26 +173,18 @@ CHART_CASES = [
 ]
 
 
-def _type(path: Path, name: str, value) -> None:
-    """What a reader does: type into a named cell and save, without xlformer."""
-    wb = openpyxl.load_workbook(path)
-    area = read_built(path).names[name]
-    wb[area.sheet].cell(area.row, area.col).value = value
-    wb.save(path)
-
-
 @pytest.fixture(scope="module")
 def charted(tmp_path_factory):
     folder, paths = tmp_path_factory.mktemp("chart"), {}
     for case, template, typed, _ in CHART_CASES:
         path = build_template(template, folder / f"{case}.xlsx")
         if typed is not None:
-            _type(path, "chart.position", typed)
+            type_into(path, "chart.position", typed)
         paths[case] = path
     # The issue's test of done: a new word typed into the showcase workbook.
     paths["new-word"] = folder / "new-word.xlsx"
     paths["new-word"].write_bytes((ROOT / "workbooks" / "reverse.xlsx").read_bytes())
-    _type(paths["new-word"], "input_text", "Stream")
+    type_into(paths["new-word"], "input_text", "Stream")
     return paths, lazy_recalc(paths, tmp_path_factory)
 
 
@@ -265,7 +257,7 @@ def lengths(tmp_path_factory):
     folder, paths = tmp_path_factory.mktemp("lengths"), {}
     for case, template, typed, _, _ in LENGTH_CASES:
         paths[case] = build_template(template, folder / f"{case}.xlsx")
-        _type(paths[case], "input_text", typed)
+        type_into(paths[case], "input_text", typed)
     return paths, lazy_recalc(paths, tmp_path_factory)
 
 

@@ -10,9 +10,8 @@ import numpy as np
 import openpyxl
 import pytest
 from click.testing import CliRunner
-from helpers import ANSWERS, build_template, require_engine
+from helpers import ANSWERS, build_template, require_engine, type_into
 from openpyxl.workbook.defined_name import DefinedName
-from test_engines import type_text
 
 from xlformer import a1, catalog, recalc, reference, writer
 from xlformer.cli import main
@@ -244,7 +243,7 @@ def test_a_workbook_typed_into_and_saved_by_an_engine_verifies(run, tmp_path, sa
     comments' author, which Gnumeric then saves as no author at all), verify in both."""
     require_engine(saver)
     assert run("build", "-o", "r.xlsx").exit_code == 0
-    type_text(tmp_path / "r.xlsx", "Stream")
+    type_into(tmp_path / "r.xlsx", "input_text", "Stream")
     [saved] = recalc.recalc([tmp_path / "r.xlsx"], saver, tmp_path / saver)
     result = run("verify", str(saved))
     assert result.exit_code == 0, result.output
@@ -292,7 +291,7 @@ def test_digits_typed_as_a_number_read_as_their_digits(tmp_path, typed):
     """A spreadsheet stores digits typed into a cell as a number; the sheet reads them as
     text (MID), and so must the reference."""
     path = build_template("sort", tmp_path / "sort.xlsx")
-    type_text(path, typed)
+    type_into(path, "input_text", typed)
     assert read_built(path).text == str(typed)
 
 

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import openpyxl
 import pytest
-from helpers import ANSWERS, Workbooks, build_template, failures, lazy_recalc, selected
+from helpers import (
+    ANSWERS,
+    Workbooks,
+    build_template,
+    failures,
+    lazy_recalc,
+    selected,
+    type_into,
+)
 
 from xlformer import catalog, recalc, reference, train
 from xlformer.reader import cell_value, open_values, read_block, read_built
@@ -79,14 +86,6 @@ IDS = [c[0] for c in CASES]
 TASK_CASES = [c[0] for c in CASES if c[1] in ANSWERS]
 
 
-def type_text(path: Path, text: str | int) -> None:
-    """What a user does: type into the input cell and save, without xlformer."""
-    wb = openpyxl.load_workbook(path)
-    area = read_built(path).names["input_text"]
-    wb[area.sheet].cell(area.row, area.col).value = text
-    wb.save(path)
-
-
 @pytest.fixture(scope="module")
 def built(request, tmp_path_factory) -> Workbooks:
     """Each case's workbook, made when first used; one engine run recomputes all the cases
@@ -97,7 +96,7 @@ def built(request, tmp_path_factory) -> Workbooks:
         _, template, text, typed = by_id[case]
         path = build_template(template, folder / f"{case}.xlsx", text)
         if typed is not None:
-            type_text(path, typed)
+            type_into(path, "input_text", typed)
         return path
 
     return Workbooks(IDS, make, selected(request, "case"))

@@ -17,8 +17,15 @@ from dataclasses import replace
 import numpy as np
 import openpyxl
 import pytest
-from helpers import Workbooks, build_template, error_cells, failures, lazy_recalc, selected
-from test_engines import type_text
+from helpers import (
+    Workbooks,
+    build_template,
+    error_cells,
+    failures,
+    lazy_recalc,
+    selected,
+    type_into,
+)
 
 from xlformer import builder, reference, writer
 from xlformer.reader import cell_value, open_values, read_block, read_built
@@ -190,7 +197,7 @@ def built(tmp_path_factory, request):
             template, text, typed = templates[case]
             build_template(template, path, text)
             if typed is not None:
-                type_text(path, typed)
+                type_into(path, "input_text", typed)
         elif case.startswith("gen-"):
             spec = parse_spec(random_generating_spec(seed := int(case[4:])))
             text = random_prompt(seed, spec.vocab.tokens, spec.model.max_seq)
