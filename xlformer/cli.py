@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from .spec import (
     load_spec,
     parse_spec,
 )
-from .verify import BlockCheck, verify
+from .verify import BlockCheck, shown, verify
 from .weights import WeightsError, check_params, make_weights
 
 ENGINE_CHOICES = [*recalc.ENGINES, "all"]
@@ -221,14 +220,14 @@ def _report(checks: list[BlockCheck], built: Built) -> None:
         typed = list(built.text)
         while typed and typed[-1] is None:  # the empty cells after the typed ids
             typed.pop()
-        click.echo(f"input ids: {', '.join(_shown(v) for v in typed)}")
+        click.echo(f"input ids: {', '.join(shown(v) for v in typed)}")
     else:
-        click.echo(f"input: {_shown(built.text)}")
+        click.echo(f"input: {shown(built.text)}")
     if built.spec.generate is not None and built.spec.generate.target:
-        click.echo(f"target: {_shown(built.spec.generate.target)}")
+        click.echo(f"target: {shown(built.spec.generate.target)}")
     for c in checks:
         if c.block == "output_text":
-            click.echo(f"{c.engine} output_text: {_shown(c.shown)}")
+            click.echo(f"{c.engine} output_text: {shown(c.shown)}")
     click.echo(f"{'engine':<12} {'block':<28} {'cells':>6} {'max abs err':>12} "
                f"{'max rel err':>12}  result")
     for c in checks:
@@ -238,18 +237,6 @@ def _report(checks: list[BlockCheck], built: Built) -> None:
             click.echo(f"    {problem}")
     failed = sum(not c.ok for c in checks)
     click.echo(f"{len(checks) - failed} blocks ok, {failed} failed")
-
-
-def _shown(value) -> str:
-    """A cell's value for a message: text in double quotes (spaces and escapes visible),
-    a number as it reads, an empty cell as (empty)."""
-    if value is None:
-        return "(empty)"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value)
 
 
 @main.command("render")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -99,7 +100,7 @@ def _compare_block(engine, name, want, moved, built: Built, values) -> BlockChec
         bad = [(i, j, got[i, j]) for i in range(got.shape[0]) for j in range(got.shape[1])
                if not isinstance(got[i, j], (int, float))][:3]
         check.problems.append(f"non-numbers or wrong shape {got.shape} vs {want.shape}: "
-                              + ", ".join(f"{where(i, j)}={_shown(v)}"
+                              + ", ".join(f"{where(i, j)}={shown(v)}"
                                           for i, j, v in bad))
         return check
     err = np.abs(got - want)
@@ -108,8 +109,8 @@ def _compare_block(engine, name, want, moved, built: Built, values) -> BlockChec
     check.max_rel = float(np.max(relative_error(got, want)))
     bad = np.argwhere(err > RTOL * np.abs(want) + ATOL * scale + SPREAD * moved)
     for i, j in bad[:3]:
-        check.problems.append(f"{where(i, j)}: got {_shown(got[i, j])}, "
-                              f"want {_shown(want[i, j])}")
+        check.problems.append(f"{where(i, j)}: got {shown(got[i, j])}, "
+                              f"want {shown(want[i, j])}")
     if len(bad) > 3:
         check.problems.append(f"... {len(bad)} cells out of tolerance")
     return check
@@ -123,10 +124,17 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> np.ndarray:
     return rel
 
 
-def _shown(value) -> str:
-    """A value for a message as Python writes it (0.5, 'abc', None), never NumPy's
-    repr (np.float64(0.5))."""
-    return repr(value.item() if isinstance(value, np.generic) else value)
+def shown(value) -> str:
+    """A cell's value for a message: text in double quotes (spaces and escapes visible),
+    a number as it reads (7, 0.5; never NumPy's np.float64(0.5)), an empty cell as
+    (empty)."""
+    if value is None:
+        return "(empty)"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
 
 
 def _compare_output(engine, built: Built, values, ids) -> BlockCheck:
